@@ -81,8 +81,10 @@ func ParseAgent(name string, src []byte) (*Agent, error) {
 		SyncInterval:      syncInterval(b),
 		AdminSocketPath:   b.string("admin_socket_path", ""),
 	}
-	bundle, pos, _ := b.str("trust_bundle_path")
+	bundle, pos, ok := b.str("trust_bundle_path")
 	switch {
+	case !ok && pos.IsValid():
+		// written, but not a string: reported
 	case bundle != "" && a.InsecureBootstrap:
 		d.errorf(pos, "trust_bundle_path: set together with insecure_bootstrap = true; keep one")
 	case bundle == "" && !a.InsecureBootstrap && !b.quiet:

@@ -146,6 +146,18 @@ func decodePlugins(top *block, kinds map[string]pluginKind) map[string][]Plugin 
 	seen := map[string][]seenPlugin{} // by kind: every enabled block, known name or not
 	for _, it := range pb.items {
 		kind, pos := keyText(it.Keys[0]), it.Keys[0].Pos()
+		ot, isBlock := it.Val.(*ast.ObjectType)
+		var name string
+		if len(it.Keys) > 1 {
+			name = keyText(it.Keys[1])
+		}
+		body := &block{d: pb.d, where: fmt.Sprintf("%s %q", kind, name), pos: pos, present: true}
+		if isBlock && ot.List != nil {
+			body.items = ot.List.Items
+		}
+		if isBlock && !body.boolean("enabled", true) {
+			continue // as SPIRE: a disabled block is not looked at, whatever it holds
+		}
 		k, ok := kinds[kind]
 		if !ok {
 			known := slices.Sorted(maps.Keys(kinds))
@@ -156,17 +168,8 @@ func decodePlugins(top *block, kinds map[string]pluginKind) map[string][]Plugin 
 			}
 			continue
 		}
-		ot, ok := it.Val.(*ast.ObjectType)
-		if len(it.Keys) != 2 || !ok {
+		if len(it.Keys) != 2 || !isBlock {
 			pb.d.errorf(pos, `%s: want %s "name" { plugin_data { … } }`, kind, kind)
-			continue
-		}
-		name := keyText(it.Keys[1])
-		body := &block{d: pb.d, where: fmt.Sprintf("%s %q", kind, name), pos: pos, present: true}
-		if ot.List != nil {
-			body.items = ot.List.Items
-		}
-		if !body.boolean("enabled", true) {
 			continue
 		}
 		for _, key := range []string{"plugin_cmd", "plugin_checksum", "plugin_args"} {

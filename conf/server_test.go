@@ -186,34 +186,32 @@ s.conf:7: admin_ids: "example.org/admin" is not a SPIFFE ID: scheme is missing o
 s.conf:8: admin_ids[3]: want a string, got a number`,
 		},
 		{
-			name: "ports",
+			name: "ports out of range",
 			src: `server {
     trust_domain = "example.org"
     data_dir = "./.data"
     bind_port = "0"
 }
 ` + okServerPlugins + `health_checks {
-    bind_port = 80.5
-}
-health_checks {
-    bind_port = true
+    bind_port = 65536
 }
 `,
 			want: `s.conf:4: bind_port: port 0 is out of range (1-65535)
-s.conf:12: bind_port: 80.5 is not a whole number
-s.conf:14: duplicate key "health_checks" (first set on line 11)`,
+s.conf:12: bind_port: port 65536 is out of range (1-65535)`,
 		},
 		{
-			name: "port not a number",
+			name: "ports not a number",
 			src: `server {
     trust_domain = "example.org"
     data_dir = "./.data"
     bind_port = "eighty"
 }
-` + okServerPlugins + `health_checks { bind_port = true }
+` + okServerPlugins + `health_checks {
+    bind_port = 80.5
+}
 `,
 			want: `s.conf:4: bind_port: "eighty" is not a number
-s.conf:11: bind_port: want a number, got a bool`,
+s.conf:12: bind_port: 80.5 is not a whole number`,
 		},
 		{
 			name: "empty file",
@@ -311,6 +309,7 @@ s.conf:9: NodeAttestor: want NodeAttestor "name" { plugin_data { … } }`,
     socket_path { path = "/tmp/x" }
     admin_ids = "spiffe://example.org/admin"
     ca_subject = "C=US"
+    bind_port = ["8081"]
 }
 plugins {
     DataStore "sql" { plugin_data = "sqlite3" }
@@ -325,9 +324,10 @@ s.conf:4: log_level: want a string, got a bool
 s.conf:5: socket_path: want a string, got a block
 s.conf:6: admin_ids: want a list of strings, got a string
 s.conf:7: ca_subject: want a block, got a string
-s.conf:10: plugin_data: want a block, got a string
-s.conf:11: enabled: want true or false, got a string
-s.conf:14: health_checks: want a block, got a bool`,
+s.conf:8: bind_port: want a number, got a list
+s.conf:11: plugin_data: want a block, got a string
+s.conf:12: enabled: want true or false, got a string
+s.conf:15: health_checks: want a block, got a bool`,
 		},
 		{
 			name: "external plugins",
@@ -346,14 +346,17 @@ s.conf:10: external plugins are not supported by Plinth; remove plugin_checksum
 s.conf:11: plugin_data_file is not supported by Plinth; write the settings in plugin_data`,
 		},
 		{
-			name: "duplicate key",
+			name: "duplicate keys",
 			src: `server {
     trust_domain = "example.org"
     data_dir = "./.data"
     data_dir = "./other"
 }
-` + okServerPlugins,
-			want: `s.conf:4: duplicate key "data_dir" (first set on line 3)`,
+` + okServerPlugins + `health_checks {}
+health_checks {}
+`,
+			want: `s.conf:4: duplicate key "data_dir" (first set on line 3)
+s.conf:12: duplicate key "health_checks" (first set on line 11)`,
 		},
 		{
 			name: "unexpected label",
@@ -402,6 +405,25 @@ s.conf:5: jwt_key_type: unknown key type "ed25519" (want ec-p256, ec-p384, rsa-2
 	}
 }
 
+func TestErrorsList(t *testing.T) {
+	_, err := ParseServer("s.conf", []byte(`server {
+    trust_domain = "example.org"
+    bind_port = 0
+}
+`+okServerPlugins))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("ParseServer: got %v, want *Errors", err)
+	}
+	want := []Error{
+		{Pos: Pos{File: "s.conf", Line: 1}, Msg: `missing required key "data_dir" in server block`},
+		{Pos: Pos{File: "s.conf", Line: 3}, Msg: `bind_port: port 0 is out of range (1-65535)`},
+	}
+	if !reflect.DeepEqual(errs.List, want) {
+		t.Errorf("Errors.List:\n got %+v\nwant %+v", errs.List, want)
+	}
+}
+
 func TestParseServerDefaults(t *testing.T) {
 	s, err := ParseServer("s.conf", []byte(okServerBlock+okServerPlugins))
 	if err != nil {
@@ -437,5 +459,125 @@ func TestParseServerValues(t *testing.T) {
     bind_address = "127.0.0.1"
     bind_port = 9081
     socket_path = ""
-    data_dir = <<EOF
+    data_dir = <<EOT
 /var/lib/plinth
+EOT
+    log_level = "debug"
+    log_format = "JSON"
+    log_file = "/var/log/plinth.log"
+    ca_ttl = "168h"
+    default_x509_svid_ttl = "30m"
+    default_jwt_svid_ttl = "1m30s"
+    agent_ttl = "72h"
+    ca_key_type = "rsa-2048"
+    ca_subject = {
+        country = ["DE"],
+        organization = ["Example", "Plinth"],
+        common_name = "Example CA",
+    }
+    admin_ids = ["spiffe://example.org/admin", "spiffe://other.org/ops"]
+    jwt_issuer = "https://oidc.example.org"
+}
+plugins {
+    "DataStore" "sql" { plugin_data = { database_type = "sqlite3", connection_string = "db" } }
+    KeyManager "disk" { enabled = false }
+    KeyManager "pkcs11" { enabled = false  plugin_cmd = "/opt/x" }
+    KeyManager "memory" { enabled = true }
+    NodeAttestor "join_token" { plugin_data {} }
+}
+health_checks {
+    listener_enabled = true
+    bind_address = "0.0.0.0"
+    bind_port = "8080"
+    live_path = "/healthz"
+    ready_path = "/readyz"
+}
+`
+	s, err := ParseServer("s.conf", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Server{
+		TrustDomain:        spiffeid.RequireTrustDomainFromString("example.org"),
+		BindAddress:        "127.0.0.1",
+		BindPort:           9081,
+		SocketPath:         "/tmp/spire-server/private/api.sock",
+		DataDir:            "/var/lib/plinth\n",
+		LogLevel:           slog.LevelDebug,
+		LogFormat:          "json",
+		LogFile:            "/var/log/plinth.log",
+		CATTL:              168 * time.Hour,
+		DefaultX509SVIDTTL: 30 * time.Minute,
+		DefaultJWTSVIDTTL:  90 * time.Second,
+		AgentTTL:           72 * time.Hour,
+		CAKeyType:          hsm.RSA2048,
+		JWTKeyType:         hsm.RSA2048,
+		CASubject:          pkix.Name{Country: []string{"DE"}, Organization: []string{"Example", "Plinth"}, CommonName: "Example CA"},
+		AdminIDs:           []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/admin"), spiffeid.RequireFromString("spiffe://other.org/ops")},
+		JWTIssuer:          "https://oidc.example.org",
+		DataStore:          Plugin{Kind: "DataStore", Name: "sql", Settings: SQLDataStore{DatabaseType: "sqlite3", ConnectionString: "db"}},
+		KeyManager:         Plugin{Kind: "KeyManager", Name: "memory", Settings: MemoryKeyManager{}},
+		NodeAttestors:      []Plugin{{Kind: "NodeAttestor", Name: "join_token", Settings: JoinTokenNodeAttestor{}}},
+		HealthChecks:       HealthChecks{ListenerEnabled: true, BindAddress: "0.0.0.0", BindPort: 8080, LivePath: "/healthz", ReadyPath: "/readyz"},
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("ParseServer:\n got %+v\nwant %+v", s, want)
+	}
+}
+
+func TestLoadServerExpandEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.conf")
+	src := `server {
+    trust_domain = "${PLINTH_TEST_TD}"
+    data_dir = "$PLINTH_TEST_DIR/data"
+}
+` + okServerPlugins
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PLINTH_TEST_TD", "example.org")
+	t.Setenv("PLINTH_TEST_DIR", "/srv/plinth")
+
+	s, err := LoadServer(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.TrustDomain.Name() != "example.org" || s.DataDir != "/srv/plinth/data" {
+		t.Errorf("LoadServer with expandEnv: trust domain %q, data dir %q; want example.org, /srv/plinth/data", s.TrustDomain, s.DataDir)
+	}
+
+	_, err = LoadServer(path, false)
+	want := path + `:2: trust_domain: "${PLINTH_TEST_TD}" is not a trust domain: trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores`
+	if err == nil || err.Error() != want {
+		t.Errorf("LoadServer without expandEnv: got %v, want %s", err, want)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.conf")
+	if _, err := LoadServer(path, false); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadServer(%s): got %v, want an error wrapping os.ErrNotExist", path, err)
+	}
+	if _, err := LoadAgent(path, false); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadAgent(%s): got %v, want an error wrapping os.ErrNotExist", path, err)
+	}
+}
+
+func TestExamples(t *testing.T) {
+	s, err := LoadServer("examples/server.conf", false)
+	if err != nil {
+		t.Fatalf("examples/server.conf:\n%v", err)
+	}
+	if s.TrustDomain.Name() != "example.org" || s.SocketPath != "/tmp/plinth-server/private/api.sock" ||
+		s.KeyManager.Settings != (DiskKeyManager{KeysPath: "./.data/keys.json"}) {
+		t.Errorf("examples/server.conf: got %+v", s)
+	}
+	a, err := LoadAgent("examples/agent.conf", false)
+	if err != nil {
+		t.Fatalf("examples/agent.conf:\n%v", err)
+	}
+	if a.TrustDomain.Name() != "example.org" || a.SocketPath != "/tmp/plinth-agent/public/api.sock" ||
+		a.TrustBundlePath != "./.data/bootstrap.crt" {
+		t.Errorf("examples/agent.conf: got %+v", a)
+	}
+}

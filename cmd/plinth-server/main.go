@@ -1,0 +1,85 @@
+// Command plinth-server is the Plinth server: the CA of one trust domain and
+// its admin CLI. Commands and flags follow spire-server's.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one CLI command: a name (possibly two words) and what it does.
+type command struct {
+	synopsis string
+	run      func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{
+	"run":            {"Runs the server", runServer},
+	"healthcheck":    {"Determines server health status", healthcheck},
+	"entry create":   {"Creates registration entries", entryCreate},
+	"entry show":     {"Displays configured registration entries", entryShow},
+	"entry update":   {"Updates registration entries", entryUpdate},
+	"entry delete":   {"Deletes registration entries", entryDelete},
+	"entry count":    {"Count registration entries", entryCount},
+	"agent list":     {"Lists attested agents and their SPIFFE IDs", agentList},
+	"agent show":     {"Shows the details of an attested agent given its SPIFFE ID", agentShow},
+	"agent count":    {"Count attested agents", agentCount},
+	"agent evict":    {"Evicts an attested agent given its SPIFFE ID", agentEvict},
+	"agent ban":      {"Ban an attested agent given its SPIFFE ID", agentBan},
+	"token generate": {"Generates a join token", tokenGenerate},
+	"bundle show":    {"Prints server CA bundle to stdout", bundleShow},
+	"bundle count":   {"Count bundles", bundleCount},
+	"x509 mint":      {"Mints an X509-SVID", x509Mint},
+	"jwt mint":       {"Mints a JWT-SVID", jwtMint},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(dispatch(ctx, os.Args[1:]))
+}
+
+func dispatch(ctx context.Context, args []string) int {
+	for n := 2; n >= 1; n-- {
+		if len(args) < n {
+			continue
+		}
+		if c, ok := commands[strings.Join(args[:n], " ")]; ok {
+			if err := c.run(ctx, args[n:]); err != nil {
+				fmt.Fprintln(os.Stderr, "Error:", err)
+				return 1
+			}
+			return 0
+		}
+	}
+	usage(args)
+	return 1
+}
+
+func usage(args []string) {
+	prefix := ""
+	if len(args) > 0 {
+		prefix = args[0] + " "
+	}
+	var names []string
+	for n := range commands {
+		if strings.HasPrefix(n+" ", prefix) || prefix == "" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		for n := range commands {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	fmt.Fprintln(os.Stderr, "Usage: plinth-server <command> [flags]\n\nAvailable commands:")
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "    %-18s %s\n", n, commands[n].synopsis)
+	}
+}

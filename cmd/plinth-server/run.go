@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/jointoken"
+	"github.com/plinth-id/plinth/conf"
+	"github.com/plinth-id/plinth/hsm"
+	"github.com/plinth-id/plinth/hsm/disk"
+	"github.com/plinth-id/plinth/hsm/memory"
+	"github.com/plinth-id/plinth/server"
+	"github.com/plinth-id/plinth/server/datastore"
+)
+
+func runServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	config := fs.String("config", "conf/server/server.conf", "Path to a plinth-server config file")
+	expandEnv := fs.Bool("expandEnv", false, "Expand environment variables in the config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := conf.LoadServer(*config, *expandEnv)
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFormat, cfg.LogFile)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("could not create data_dir %s: %w", cfg.DataDir, err)
+	}
+	store, err := openDataStore(ctx, cfg.DataStore)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	keys, err := newKeyManager(cfg.KeyManager)
+	if err != nil {
+		return err
+	}
+	nas, err := newNodeAttestors(cfg, store)
+	if err != nil {
+		return err
+	}
+	c := server.Config{
+		TrustDomain: cfg.TrustDomain,
+		ListenAddr:  net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort)),
+		SocketPath:  cfg.SocketPath,
+		Store:       store, Keys: keys, NodeAttestors: nas,
+		CATTL: cfg.CATTL, X509SVIDTTL: cfg.DefaultX509SVIDTTL, JWTSVIDTTL: cfg.DefaultJWTSVIDTTL, AgentTTL: cfg.AgentTTL,
+		CAKeyType: cfg.CAKeyType, JWTKeyType: cfg.JWTKeyType, CASubject: cfg.CASubject, JWTIssuer: cfg.JWTIssuer,
+		AdminIDs: cfg.AdminIDs,
+		Log:      log,
+	}
+	if h := cfg.HealthChecks; h.ListenerEnabled {
+		c.HealthAddr = net.JoinHostPort(h.BindAddress, strconv.Itoa(h.BindPort))
+		c.LivePath, c.ReadyPath = h.LivePath, h.ReadyPath
+	}
+	s, err := server.New(c)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+// The implementations this binary knows, chosen by the names in the config.
+// This is the only place they are named.
+
+func openDataStore(ctx context.Context, p conf.Plugin) (*datastore.Store, error) {
+	switch s := p.Settings.(type) {
+	case conf.SQLDataStore:
+		if s.DatabaseType != "sqlite3" {
+			return nil, fmt.Errorf("DataStore %q: database_type %q is not supported yet", p.Name, s.DatabaseType)
+		}
+		return datastore.Open(ctx, s.ConnectionString)
+	}
+	return nil, fmt.Errorf("DataStore %q is not supported", p.Name)
+}
+
+func newKeyManager(p conf.Plugin) (hsm.KeyManager, error) {
+	switch s := p.Settings.(type) {
+	case conf.DiskKeyManager:
+		return disk.New(s.KeysPath)
+	case conf.MemoryKeyManager:
+		return memory.New(), nil
+	}
+	return nil, fmt.Errorf("KeyManager %q is not supported", p.Name)
+}
+
+func newNodeAttestors(cfg *conf.Server, store *datastore.Store) ([]attestors.NodeAttestor, error) {
+	var out []attestors.NodeAttestor
+	for _, p := range cfg.NodeAttestors {
+		switch p.Settings.(type) {
+		case conf.JoinTokenNodeAttestor:
+			out = append(out, jointoken.NewServer(cfg.TrustDomain, redeemJoinToken(store)))
+		default:
+			return nil, fmt.Errorf("NodeAttestor %q is not supported", p.Name)
+		}
+	}
+	return out, nil
+}
+
+// redeemJoinToken adapts the datastore's token table to the join_token attestor.
+func redeemJoinToken(store *datastore.Store) jointoken.Redeem {
+	return func(ctx context.Context, token string) error {
+		_, err := store.ConsumeJoinToken(ctx, token, time.Now())
+		switch {
+		case errors.Is(err, datastore.ErrNotFound):
+			return jointoken.ErrUnknown
+		case errors.Is(err, datastore.ErrExpired):
+			return jointoken.ErrExpired
+		}
+		return err
+	}
+}
+
+// newLogger returns a slog logger per the config; log_file appends to a file.
+func newLogger(level slog.Level, format, file string) (*slog.Logger, func(), error) {
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if file != "" {
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return nil, nil, err
+		}
+		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("could not open log_file: %w", err)
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), closeFn, nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
+}
