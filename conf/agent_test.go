@@ -155,6 +155,7 @@ a.conf:8: unknown plugin type "DataStore" (Plinth knows KeyManager, NodeAttestor
     insecure_bootstrap = "true"
     join_token = 1234
     experimental = "on"
+    trust_bundle_path = ["./a.crt", "./b.crt"]
 }
 plugins {
     NodeAttestor "join_token" {}
@@ -162,11 +163,11 @@ plugins {
     WorkloadAttestor "unix" { plugin_data { discover_workload_path = 1 } }
 }
 `,
-			want: `a.conf:1: missing required key "trust_bundle_path" in agent block (or set insecure_bootstrap = true)
-a.conf:5: insecure_bootstrap: want true or false, got a string
+			want: `a.conf:5: insecure_bootstrap: want true or false, got a string
 a.conf:6: join_token: want a string, got a number
 a.conf:7: experimental: want a block, got a string
-a.conf:12: discover_workload_path: want true or false, got a number`,
+a.conf:8: trust_bundle_path: want a string, got a list
+a.conf:13: discover_workload_path: want true or false, got a number`,
 		},
 	}
 	for _, tt := range tests {

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/hcl/ast"
-	"github.com/hashicorp/hcl/hcl/token"
 )
 
 // Plugin is one enabled block of the plugins section, such as
@@ -131,77 +130,29 @@ func decodeUnixWorkloadAttestor(b *block) any {
 
 // decodePlugins decodes the plugins block against the kinds a process
 // takes, and returns the enabled plugins of each kind in file order.
-//
-// Each plugin is written `Kind "name" { … }` and may hold plugin_data (the
-// plugin's settings) and enabled = false (skip the block entirely, as SPIRE
-// does). SPIRE's external-plugin keys are reported: Plinth has built-in
-// plugins only.
 func decodePlugins(top *block, kinds map[string]pluginKind) map[string][]Plugin {
 	pb := top.requiredObject("plugins", "plugins block")
 	found := map[string][]Plugin{}
-	type seenPlugin struct {
-		name string
-		pos  token.Pos
-	}
-	seen := map[string][]seenPlugin{} // by kind: every enabled block, known name or not
+	seen := map[string][]*ast.ObjectItem{} // by kind: every enabled block, known name or not
 	for _, it := range pb.items {
-		kind, pos := keyText(it.Keys[0]), it.Keys[0].Pos()
-		ot, isBlock := it.Val.(*ast.ObjectType)
-		var name string
-		if len(it.Keys) > 1 {
-			name = keyText(it.Keys[1])
-		}
-		body := &block{d: pb.d, where: fmt.Sprintf("%s %q", kind, name), pos: pos, present: true}
-		if isBlock && ot.List != nil {
-			body.items = ot.List.Items
-		}
-		if isBlock && !body.boolean("enabled", true) {
-			continue // as SPIRE: a disabled block is not looked at, whatever it holds
-		}
-		k, ok := kinds[kind]
+		p, ok := decodePlugin(pb.d, it, kinds)
 		if !ok {
-			known := slices.Sorted(maps.Keys(kinds))
-			if s := suggest(kind, known); s != "" {
-				pb.d.errorf(pos, "unknown plugin type %q%s", kind, s)
-			} else {
-				pb.d.errorf(pos, "unknown plugin type %q (Plinth knows %s)", kind, strings.Join(known, ", "))
-			}
 			continue
 		}
-		if len(it.Keys) != 2 || !isBlock {
-			pb.d.errorf(pos, `%s: want %s "name" { plugin_data { … } }`, kind, kind)
+		pos := it.Keys[0].Pos()
+		if i := slices.IndexFunc(seen[p.Kind], func(s *ast.ObjectItem) bool { return keyText(s.Keys[1]) == p.Name }); i >= 0 {
+			pb.d.errorf(pos, "duplicate %s %q (first on line %d)", p.Kind, p.Name, seen[p.Kind][i].Keys[0].Pos().Line)
 			continue
 		}
-		for _, key := range []string{"plugin_cmd", "plugin_checksum", "plugin_args"} {
-			if it := body.lookup(key); it != nil {
-				pb.d.errorf(it.Keys[0].Pos(), "external plugins are not supported by Plinth; remove %s", key)
-			}
+		seen[p.Kind] = append(seen[p.Kind], it)
+		if p.Settings != nil {
+			found[p.Kind] = append(found[p.Kind], p)
 		}
-		if it := body.lookup("plugin_data_file"); it != nil {
-			pb.d.errorf(it.Keys[0].Pos(), "plugin_data_file is not supported by Plinth; write the settings in plugin_data")
-		}
-		data := body.object("plugin_data", fmt.Sprintf("plugin_data of %s %q", kind, name))
-		body.end()
-
-		if i := slices.IndexFunc(seen[kind], func(p seenPlugin) bool { return p.name == name }); i >= 0 {
-			pb.d.errorf(pos, "duplicate %s %q (first on line %d)", kind, name, seen[kind][i].pos.Line)
-			continue
-		}
-		seen[kind] = append(seen[kind], seenPlugin{name, pos})
-		decode, ok := k.names[name]
-		if !ok {
-			pb.d.errorf(it.Keys[1].Pos(), "unknown %s %q (Plinth knows %s)", kind, name,
-				strings.Join(slices.Sorted(maps.Keys(k.names)), ", "))
-			continue
-		}
-		settings := decode(data)
-		data.end()
-		found[kind] = append(found[kind], Plugin{Kind: kind, Name: name, Settings: settings})
 	}
-
 	if pb.quiet {
-		return found
+		return found // the plugins block is missing or malformed, and that was reported
 	}
+
 	for _, kind := range slices.Sorted(maps.Keys(kinds)) {
 		k, s := kinds[kind], seen[kind]
 		names := strings.Join(slices.Sorted(maps.Keys(k.names)), ", ")
@@ -211,12 +162,73 @@ func decodePlugins(top *block, kinds map[string]pluginKind) map[string][]Plugin 
 		case len(s) == 0:
 			pb.d.errorf(pb.pos, "missing %s plugin (want at least one of: %s)", kind, names)
 		case len(s) > 1 && k.count == exactlyOne:
-			for _, p := range s[1:] {
-				pb.d.errorf(p.pos, "more than one %s: %q (line %d) and %q; keep one", kind, s[0].name, s[0].pos.Line, p.name)
+			for _, it := range s[1:] {
+				pb.d.errorf(it.Keys[0].Pos(), "more than one %s: %q (line %d) and %q; keep one",
+					kind, keyText(s[0].Keys[1]), s[0].Keys[0].Pos().Line, keyText(it.Keys[1]))
 			}
 		}
 	}
 	return found
+}
+
+// decodePlugin decodes one block of the plugins section, written
+// `Kind "name" { … }`. The block may hold plugin_data (the plugin's
+// settings) and enabled = false (skip the block entirely, as SPIRE does).
+// SPIRE's external-plugin keys are reported: Plinth has built-in plugins
+// only.
+//
+// ok is false when the block is disabled or is not a plugin of a known kind
+// (reported). Settings is nil when the plugin's name is unknown (reported).
+func decodePlugin(d *decoder, it *ast.ObjectItem, kinds map[string]pluginKind) (p Plugin, ok bool) {
+	p.Kind = keyText(it.Keys[0])
+	pos := it.Keys[0].Pos()
+	if len(it.Keys) > 1 {
+		p.Name = keyText(it.Keys[1])
+	}
+	body := &block{d: d, where: fmt.Sprintf("%s %q", p.Kind, p.Name), pos: pos, present: true}
+	ot, isBlock := it.Val.(*ast.ObjectType)
+	if isBlock && ot.List != nil {
+		body.items = ot.List.Items
+	}
+	if isBlock && !body.boolean("enabled", true) {
+		return p, false // not looked at, whatever it holds
+	}
+
+	k, ok := kinds[p.Kind]
+	if !ok {
+		known := slices.Sorted(maps.Keys(kinds))
+		if s := suggest(p.Kind, known); s != "" {
+			d.errorf(pos, "unknown plugin type %q%s", p.Kind, s)
+		} else {
+			d.errorf(pos, "unknown plugin type %q (Plinth knows %s)", p.Kind, strings.Join(known, ", "))
+		}
+		return p, false
+	}
+	if len(it.Keys) != 2 || !isBlock {
+		d.errorf(pos, `%s: want %s "name" { plugin_data { … } }`, p.Kind, p.Kind)
+		return p, false
+	}
+
+	for _, key := range []string{"plugin_cmd", "plugin_checksum", "plugin_args"} {
+		if it := body.lookup(key); it != nil {
+			d.errorf(it.Keys[0].Pos(), "external plugins are not supported by Plinth; remove %s", key)
+		}
+	}
+	if it := body.lookup("plugin_data_file"); it != nil {
+		d.errorf(it.Keys[0].Pos(), "plugin_data_file is not supported by Plinth; write the settings in plugin_data")
+	}
+	data := body.object("plugin_data", fmt.Sprintf("plugin_data of %s %q", p.Kind, p.Name))
+	body.end()
+
+	decode, ok := k.names[p.Name]
+	if !ok {
+		d.errorf(it.Keys[1].Pos(), "unknown %s %q (Plinth knows %s)", p.Kind, p.Name,
+			strings.Join(slices.Sorted(maps.Keys(k.names)), ", "))
+		return p, true
+	}
+	p.Settings = decode(data)
+	data.end()
+	return p, true
 }
 
 // first returns the first plugin of ps, or the zero Plugin when a

@@ -484,6 +484,10 @@ plugins {
     KeyManager "pkcs11" { enabled = false  plugin_cmd = "/opt/x" }
     KeyManager "memory" { enabled = true }
     NodeAttestor "join_token" { plugin_data {} }
+    UpstreamAuthority "disk" {
+        enabled = false
+        plugin_data { cert_file_path = "ca.crt" }
+    }
 }
 health_checks {
     listener_enabled = true

@@ -102,7 +102,9 @@ func (j journal) Load(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-func (j journal) Save(ctx context.Context, data []byte) error { return j.s.Put(ctx, "ca_journal", data) }
+func (j journal) Save(ctx context.Context, data []byte) error {
+	return j.s.Put(ctx, "ca_journal", data)
+}
 
 // Run serves until ctx ends or a part fails; it stops every part before it
 // returns.
