@@ -135,7 +135,7 @@ func (b *block) value(key string) ast.Node {
 // end reports the keys nobody asked for, keys written twice, and labels
 // where none belong.
 func (b *block) end() {
-	first := map[string]int{}
+	firstLine := map[string]int{}
 	for _, it := range b.items {
 		key, pos := keyText(it.Keys[0]), it.Keys[0].Pos()
 		if !slices.Contains(b.known, key) {
@@ -146,11 +146,11 @@ func (b *block) end() {
 			}
 			continue
 		}
-		if line, dup := first[key]; dup {
+		if line, dup := firstLine[key]; dup {
 			b.d.errorf(pos, "duplicate key %q (first set on line %d)", key, line)
 			continue
 		}
-		first[key] = pos.Line
+		firstLine[key] = pos.Line
 		if len(it.Keys) > 1 {
 			b.d.errorf(it.Keys[1].Pos(), "%s: unexpected label %q", key, keyText(it.Keys[1]))
 		}
