@@ -59,7 +59,7 @@ func (c *adminCmd) dial() (*grpc.ClientConn, error) {
 
 // printJSON prints m as SPIRE's CLI does with -output json.
 func printJSON(m proto.Message) error {
-	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
