@@ -20,6 +20,7 @@ import (
 	"github.com/plinth-id/plinth/agent/cache"
 	"github.com/plinth-id/plinth/agent/workloadapi"
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/health"
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/notify"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -50,7 +51,9 @@ type Config struct {
 	Keys              hsm.KeyManager // holds the agent SVID key
 	WorkloadAttestors []attestors.WorkloadAttestor
 	SyncInterval      time.Duration // default 5s
-	Log               *slog.Logger
+	// HealthAddr, when set, serves HTTP liveness and readiness probes.
+	HealthAddr, LivePath, ReadyPath string
+	Log                             *slog.Logger
 }
 
 // Agent runs plinth-agent.
@@ -61,6 +64,8 @@ type Agent struct {
 	// bundle is what the server's certificate is verified against: the
 	// bootstrap bundle until the first sync, then the server's.
 	bundle atomic.Pointer[[]*x509.Certificate]
+	// ready is true while the agent holds a valid agent SVID.
+	ready atomic.Bool
 }
 
 // New validates c.
@@ -114,6 +119,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wl.Run(gctx) })
 	g.Go(func() error { return a.persistBundle(gctx) })
+	if a.c.HealthAddr != "" {
+		g.Go(func() error {
+			return health.Serve(gctx, health.Config{Addr: a.c.HealthAddr, LivePath: a.c.LivePath, ReadyPath: a.c.ReadyPath, Ready: a.ready.Load})
+		})
+	}
 	g.Go(func() error {
 		for {
 			if st == nil {
@@ -123,7 +133,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			} else {
 				log.Info("resuming with the saved agent SVID", "agent_id", st.id().String(), "expires_at", st.leaf().NotAfter)
 			}
+			a.ready.Store(true)
 			err := a.session(gctx, st, client, manager)
+			a.ready.Store(false)
 			if gctx.Err() != nil {
 				return nil
 			}

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/health"
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/server/api"
 	"github.com/plinth-id/plinth/server/authz"
@@ -36,7 +36,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 )
@@ -156,7 +156,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return len(admins) > 0
 		},
 	}
-	healthSrv := health.NewServer()
+	healthSrv := grpchealth.NewServer()
 	newGRPC := func(opts ...grpc.ServerOption) *grpc.Server {
 		opts = append(opts,
 			grpc.ChainUnaryInterceptor(az.Unary),
@@ -204,18 +204,8 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return index.Follow(gctx, c.Store, seq, 5*time.Second, log) })
 	g.Go(func() error { return s.pruneTokens(gctx) })
 	if c.HealthAddr != "" {
-		hs, err := s.healthHTTP()
-		if err != nil {
-			tcpLis.Close()
-			udsLis.Close()
-			return err
-		}
-		g.Go(func() error { <-gctx.Done(); return hs.Close() })
 		g.Go(func() error {
-			if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("server: health listener: %w", err)
-			}
-			return nil
+			return health.Serve(gctx, health.Config{Addr: c.HealthAddr, LivePath: c.LivePath, ReadyPath: c.ReadyPath, Ready: s.ready.Load})
 		})
 	}
 	g.Go(func() error {
@@ -296,24 +286,4 @@ func (s *Server) pruneTokens(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-func (s *Server) healthHTTP() (*http.Server, error) {
-	mux := http.NewServeMux()
-	live, ready := s.c.LivePath, s.c.ReadyPath
-	if live == "" {
-		live = "/live"
-	}
-	if ready == "" {
-		ready = "/ready"
-	}
-	mux.HandleFunc(live, func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc(ready, func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	return &http.Server{Addr: s.c.HealthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}, nil
 }

@@ -9,8 +9,6 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -88,7 +86,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFormat, cfg.LogFile)
+	log, closeLog, err := conf.NewLogger(cfg.LogLevel, cfg.LogFormat, cfg.LogFile)
 	if err != nil {
 		return err
 	}
@@ -114,7 +112,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{
+	c := agent.Config{
 		TrustDomain:       cfg.TrustDomain,
 		ServerAddr:        net.JoinHostPort(cfg.ServerAddress, strconv.Itoa(cfg.ServerPort)),
 		SocketPath:        cfg.SocketPath,
@@ -126,7 +124,12 @@ func runAgent(ctx context.Context, args []string) error {
 		WorkloadAttestors: was,
 		SyncInterval:      cfg.SyncInterval,
 		Log:               log,
-	})
+	}
+	if h := cfg.HealthChecks; h.ListenerEnabled {
+		c.HealthAddr = net.JoinHostPort(h.BindAddress, strconv.Itoa(h.BindPort))
+		c.LivePath, c.ReadyPath = h.LivePath, h.ReadyPath
+	}
+	a, err := agent.New(c)
 	if err != nil {
 		return err
 	}
@@ -195,19 +198,3 @@ func loadPEMCerts(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-func newLogger(level slog.Level, format, file string) (*slog.Logger, func(), error) {
-	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	if file != "" {
-		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("could not open log_file: %w", err)
-		}
-		w, closeFn = f, func() { f.Close() }
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), closeFn, nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
-}

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -34,7 +31,7 @@ func runServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFormat, cfg.LogFile)
+	log, closeLog, err := conf.NewLogger(cfg.LogLevel, cfg.LogFormat, cfg.LogFile)
 	if err != nil {
 		return err
 	}
@@ -128,23 +125,3 @@ func redeemJoinToken(store *datastore.Store) jointoken.Redeem {
 	}
 }
 
-// newLogger returns a slog logger per the config; log_file appends to a file.
-func newLogger(level slog.Level, format, file string) (*slog.Logger, func(), error) {
-	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	if file != "" {
-		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-			return nil, nil, err
-		}
-		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("could not open log_file: %w", err)
-		}
-		w, closeFn = f, func() { f.Close() }
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), closeFn, nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
-}
