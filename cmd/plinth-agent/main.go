@@ -197,4 +197,3 @@ func loadPEMCerts(path string) ([]*x509.Certificate, error) {
 	}
 	return certs, nil
 }
-

@@ -124,4 +124,3 @@ func redeemJoinToken(store *datastore.Store) jointoken.Redeem {
 		return err
 	}
 }
-
