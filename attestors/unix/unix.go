@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/plinth-id/plinth/attestors"
@@ -45,7 +46,23 @@ type Config struct {
 // Attestor is the unix workload attestor. It is safe for concurrent use.
 type Attestor struct {
 	c Config
+
+	mu   sync.Mutex
+	sums map[fileKey]string // sha256 by file identity and version
 }
+
+// fileKey identifies one version of a file. The Workload API attests on
+// every call, and hashing a large binary each time would cost milliseconds,
+// so sums are cached under this key. It is safe: Linux refuses to open a
+// running executable for writing (ETXTBSY), and any change made while it is
+// not running moves its ctime, which no user can set back.
+type fileKey struct {
+	dev, ino, size   uint64
+	mtimeNs, ctimeNs int64
+}
+
+// maxCachedSums bounds the cache; it is cleared when full.
+const maxCachedSums = 1024
 
 var _ attestors.WorkloadAttestor = (*Attestor)(nil)
 
@@ -233,7 +250,7 @@ func (a *Attestor) binary(ctx context.Context, pid int32) (path, sum string, err
 	if err != nil {
 		return "", "", fmt.Errorf("unix: path of process %d: %w", pid, err)
 	}
-	sum, err = hashFile(ctx, f, a.c.WorkloadSizeLimit)
+	sum, err = a.hash(ctx, f)
 	if err != nil {
 		return "", "", fmt.Errorf("unix: sha256 of %s (process %d): %w", path, pid, err)
 	}
@@ -251,6 +268,33 @@ func (a *Attestor) binary(ctx context.Context, pid int32) (path, sum string, err
 		return "", "", processChangedError{pid}
 	}
 	return path, sum, nil
+}
+
+// hash returns the SHA-256 of f, from the cache when this version of the
+// file was hashed before.
+func (a *Attestor) hash(ctx context.Context, f *os.File) (string, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return "", err
+	}
+	key := fileKey{dev: st.Dev, ino: st.Ino, size: uint64(st.Size), mtimeNs: st.Mtim.Nano(), ctimeNs: st.Ctim.Nano()}
+	a.mu.Lock()
+	sum, ok := a.sums[key]
+	a.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
+	sum, err := hashFile(ctx, f, a.c.WorkloadSizeLimit)
+	if err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	if a.sums == nil || len(a.sums) >= maxCachedSums {
+		a.sums = make(map[fileKey]string)
+	}
+	a.sums[key] = sum
+	a.mu.Unlock()
+	return sum, nil
 }
 
 // hashFile returns the SHA-256 of f in hex, failing if f is longer than

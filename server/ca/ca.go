@@ -186,9 +186,13 @@ func (ca *CA) Rotate(ctx context.Context) error {
 
 func (ca *CA) rotateLocked(ctx context.Context) error {
 	now := ca.c.Clock()
+	// Work on a copy and keep it only once it is saved: a step that fails
+	// half way (a key not generated, the journal not saved) leaves ca.j as it
+	// was, so the next step retries it whole instead of finding nothing to do.
+	j := ca.j.clone()
 	changed := false
 	for _, kind := range []string{"x509", "jwt"} {
-		list := ca.list(kind)
+		list := j.list(kind)
 		// Drop authorities that expired: nothing they signed is still valid.
 		kept := (*list)[:0]
 		for _, a := range *list {
@@ -233,17 +237,20 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 			ca.c.Log.Info("authority activated", "kind", kind, "slot", prepared.Slot, "previous", active.Slot)
 		}
 	}
-	if changed || ca.x509.Load() == nil {
-		if changed {
-			ca.j.Sequence++
-			data, err := json.Marshal(&ca.j)
-			if err != nil {
-				return fmt.Errorf("ca: could not encode journal: %w", err)
-			}
-			if err := ca.c.Journal.Save(ctx, data); err != nil {
-				return fmt.Errorf("ca: could not save journal: %w", err)
-			}
+	if changed {
+		j.Sequence++
+		data, err := json.Marshal(&j)
+		if err != nil {
+			return fmt.Errorf("ca: could not encode journal: %w", err)
 		}
+		if err := ca.c.Journal.Save(ctx, data); err != nil {
+			return fmt.Errorf("ca: could not save journal: %w", err)
+		}
+		ca.j = j
+	}
+	// The bundle carries the sequence of the journal it was built from: a
+	// load that failed after the journal was saved is retried too.
+	if b := ca.bundle.Load(); b == nil || b.Sequence != ca.j.Sequence {
 		if err := ca.loadSignersLocked(ctx); err != nil {
 			return err
 		}
@@ -251,11 +258,26 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 	return nil
 }
 
-func (ca *CA) list(kind string) *[]*authority {
+func (j *journal) list(kind string) *[]*authority {
 	if kind == "x509" {
-		return &ca.j.X509
+		return &j.X509
 	}
-	return &ca.j.JWT
+	return &j.JWT
+}
+
+// clone returns a copy of j whose authorities can be changed without
+// changing j's.
+func (j *journal) clone() journal {
+	c := journal{Sequence: j.Sequence}
+	for _, a := range j.X509 {
+		a := *a
+		c.X509 = append(c.X509, &a)
+	}
+	for _, a := range j.JWT {
+		a := *a
+		c.JWT = append(c.JWT, &a)
+	}
+	return c
 }
 
 func find(list []*authority, s Status) *authority {

@@ -1,0 +1,354 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestHappyPath: one server, one agent, two workloads with their own
+// identities: X509-SVID, JWT-SVID, and mTLS between the workloads.
+func TestHappyPath(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	s.createEntry(t, helperID, helperSelectors()...)
+	a := s.startAgent(t, "5s")
+	a.waitSVIDs(t, testID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(a.addr()))
+	if err != nil {
+		t.Fatalf("NewX509Source: %v", err)
+	}
+	defer source.Close()
+
+	t.Run("X509SVID", func(t *testing.T) {
+		svid, err := source.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svid.ID != testID {
+			t.Errorf("X509-SVID ID = %s, want %s", svid.ID, testID)
+		}
+		id, _, err := x509svid.Verify(svid.Certificates, source)
+		if err != nil {
+			t.Fatalf("the Workload API bundle does not verify the X509-SVID: %v", err)
+		}
+		if id != testID {
+			t.Errorf("verified ID = %s, want %s", id, testID)
+		}
+		// The agent hands out the bundle the server shows.
+		b, err := source.GetX509BundleForTrustDomain(testID.TrustDomain())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fingerprints(b.X509Authorities()), fingerprints(parsePEM(t, s.bundlePEM(t))); !slices.Equal(got, want) {
+			t.Errorf("Workload API bundle %v, server bundle %v", got, want)
+		}
+	})
+
+	t.Run("JWTSVID", func(t *testing.T) {
+		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud-a"}, a.addr())
+		if err != nil {
+			t.Fatalf("FetchJWTSVID: %v", err)
+		}
+		if svid.ID != testID {
+			t.Errorf("JWT-SVID ID = %s, want %s", svid.ID, testID)
+		}
+		token := svid.Marshal()
+		got, err := workloadapi.ValidateJWTSVID(ctx, token, "aud-a", a.addr())
+		if err != nil {
+			t.Fatalf("ValidateJWTSVID(aud-a): %v", err)
+		}
+		if got.ID != testID {
+			t.Errorf("validated ID = %s, want %s", got.ID, testID)
+		}
+		// Also locally, against the JWT bundle the agent publishes.
+		bundles, err := workloadapi.FetchJWTBundles(ctx, a.addr())
+		if err != nil {
+			t.Fatalf("FetchJWTBundles: %v", err)
+		}
+		if _, err := jwtsvid.ParseAndValidate(token, bundles, []string{"aud-a"}); err != nil {
+			t.Errorf("JWT-SVID does not validate against the JWT bundle: %v", err)
+		}
+
+		_, err = workloadapi.ValidateJWTSVID(ctx, token, "aud-b", a.addr())
+		wantStatus(t, err, codes.InvalidArgument, `jwtsvid: expected audience in ["aud-b"] (audience=["aud-a"])`)
+	})
+
+	t.Run("MTLS", func(t *testing.T) {
+		// The helper admits only this process; this process admits only
+		// the helper.
+		h := a.startWorkload(t, "workload serve", "-mode", "serve", "-peer", testID.String())
+		if got := h.waitOutput(t, "svid ", 15*time.Second); got != helperID.String() {
+			t.Fatalf("helper workload got SVID %s, want %s", got, helperID)
+		}
+		addr := h.waitOutput(t, "listening ", 5*time.Second)
+
+		reply, peer, err := exchange(ctx, addr, source, helperID, "ping")
+		if err != nil {
+			t.Fatalf("mTLS exchange with the helper: %v", err)
+		}
+		if peer != helperID {
+			t.Errorf("peer ID = %s, want %s", peer, helperID)
+		}
+		if want := "hello ping from " + helperID.String(); reply != want {
+			t.Errorf("reply %q, want %q", reply, want)
+		}
+		if got := h.waitOutput(t, "accepted ", 5*time.Second); got != testID.String() {
+			t.Errorf("helper accepted %s, want %s", got, testID)
+		}
+
+		// This process expects another ID: its handshake fails.
+		wrong := spiffeid.RequireFromString("spiffe://example.org/not-the-helper")
+		_, _, err = exchange(ctx, addr, source, wrong, "ping")
+		if want := fmt.Sprintf("unexpected ID %q", helperID); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("dial expecting %s: err = %v, want it to contain %q", wrong, err, want)
+		}
+
+		// The helper expects another ID: it refuses this process.
+		h2 := a.startWorkload(t, "workload serve (wrong peer)", "-mode", "serve", "-peer", wrong.String())
+		addr2 := h2.waitOutput(t, "listening ", 15*time.Second)
+		if _, _, err := exchange(ctx, addr2, source, helperID, "ping"); err == nil {
+			t.Error("exchange with a helper that expects another ID succeeded")
+		}
+		if got, want := h2.waitOutput(t, "refused ", 5*time.Second), fmt.Sprintf("unexpected ID %q", testID); !strings.Contains(got, want) {
+			t.Errorf("helper refused with %q, want it to contain %q", got, want)
+		}
+	})
+}
+
+// exchange dials addr over mTLS with this process's SVID, admitting only
+// peer, sends msg and returns the one-line reply.
+func exchange(ctx context.Context, addr string, source *workloadapi.X509Source, peer spiffeid.ID, msg string) (reply string, peerID spiffeid.ID, err error) {
+	conn, err := spiffetls.DialWithMode(ctx, "tcp", addr, spiffetls.MTLSClientWithSource(tlsconfig.AuthorizeID(peer), source))
+	if err != nil {
+		return "", spiffeid.ID{}, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if peerID, err = spiffetls.PeerIDFromConn(conn); err != nil {
+		return "", spiffeid.ID{}, err
+	}
+	if _, err := fmt.Fprintln(conn, msg); err != nil {
+		return "", peerID, err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", peerID, err
+	}
+	return strings.TrimSuffix(line, "\n"), peerID, nil
+}
+
+// TestPushNewEntry: a new entry reaches a connected workload through the
+// open stream, pushed by the server's change notification, not by polling.
+// The agent's sync_interval is 30 s so that only a push can be this fast.
+func TestPushNewEntry(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	a := s.startAgent(t, "30s")
+	a.waitSVIDs(t, testID)
+
+	w := a.watchX509(t)
+	w.waitFor(t, 10*time.Second, testID)
+
+	second := spiffeid.RequireFromString("spiffe://example.org/test-second")
+	start := time.Now()
+	s.createEntry(t, second, selfSelectors(t)...)
+	u := w.waitFor(t, 10*time.Second, testID, second)
+	latency := u.at.Sub(start)
+	t.Logf("new entry's X509-SVID pushed to the open stream %s after entry create started", latency.Round(time.Millisecond))
+	if latency > 3*time.Second {
+		t.Errorf("push took %s, want < 3s", latency)
+	}
+	if n := w.log.errorCount(); n > 0 {
+		t.Errorf("the watch broke %d time(s) (the client reconnected); want one uninterrupted stream", n)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) > 0 {
+		t.Errorf("watch errors: %v", w.errs)
+	}
+}
+
+// TestAgentRestart: a restarted agent resumes with the SVID in its data dir
+// (no join token, no new attestation) and serves SVIDs again.
+func TestAgentRestart(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	a := s.startAgent(t, "5s")
+	a.waitSVIDs(t, testID)
+	before := s.agents(t)
+	if len(before) != 1 || before[0].spiffeID() != a.id {
+		t.Fatalf("agents before restart: %+v, want only %s", before, a.id)
+	}
+
+	a.proc.mustStop(t)
+	a.startReady(t, "") // no join token: a new attestation would fail
+	a.waitSVIDs(t, testID)
+
+	after := s.agents(t)
+	if len(after) != 1 {
+		t.Fatalf("agents after restart: %+v, want one", after)
+	}
+	if after[0].spiffeID() != a.id || after[0].Serial != before[0].Serial {
+		t.Errorf("agent after restart: %s serial %s, want %s serial %s (no re-attestation)",
+			after[0].spiffeID(), after[0].Serial, a.id, before[0].Serial)
+	}
+}
+
+// TestServerRestart: entries, agents and the CA survive a server restart;
+// the agent serves cached SVIDs during the outage and reconnects after.
+func TestServerRestart(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	s.createEntry(t, helperID, helperSelectors()...)
+	a := s.startAgent(t, "1s")
+	a.waitSVIDs(t, testID)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	jwtBefore, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.addr())
+	if err != nil {
+		t.Fatalf("FetchJWTSVID: %v", err)
+	}
+
+	entries := canonicalJSON(t, s.mustCLI(t, "entry show", "-output", "json"))
+	agents := canonicalJSON(t, s.mustCLI(t, "agent list", "-output", "json"))
+	bundle := s.bundlePEM(t)
+
+	s.proc.mustStop(t)
+
+	// Outage: at least two sync intervals, every fetch on a new connection.
+	outage := time.Now()
+	for time.Since(outage) < 2500*time.Millisecond {
+		ids, err := a.fetchIDs(ctx)
+		if err != nil || !slices.Equal(ids, []string{testID.String()}) {
+			t.Fatalf("X509-SVIDs %.1fs into the server outage: %v, %v; want [%s]", time.Since(outage).Seconds(), ids, err, testID)
+		}
+		<-time.After(250 * time.Millisecond)
+	}
+	jwt, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.addr())
+	if err != nil {
+		t.Errorf("FetchJWTSVID during the outage (cached audience): %v", err)
+	} else if jwt.Marshal() != jwtBefore.Marshal() {
+		t.Errorf("JWT-SVID during the outage is not the cached one")
+	}
+	if _, err := workloadapi.ValidateJWTSVID(ctx, jwtBefore.Marshal(), "outage", a.addr()); err != nil {
+		t.Errorf("ValidateJWTSVID during the outage: %v", err)
+	}
+	if !a.proc.running() {
+		t.Fatalf("agent exited during the server outage: %v", a.proc.err)
+	}
+
+	s.start(t)
+	if got := canonicalJSON(t, s.mustCLI(t, "entry show", "-output", "json")); got != entries {
+		t.Errorf("entries changed across the restart:\nbefore %s\nafter  %s", entries, got)
+	}
+	if got := canonicalJSON(t, s.mustCLI(t, "agent list", "-output", "json")); got != agents {
+		t.Errorf("agents changed across the restart:\nbefore %s\nafter  %s", agents, got)
+	}
+	if got := s.bundlePEM(t); got != bundle {
+		t.Errorf("bundle changed across the restart:\nbefore\n%s\nafter\n%s", bundle, got)
+	}
+
+	// The agent is back in step: a new entry reaches the workload.
+	third := spiffeid.RequireFromString("spiffe://example.org/test-after-restart")
+	s.createEntry(t, third, selfSelectors(t)...)
+	a.waitSVIDs(t, testID, third)
+	if got := s.agents(t); len(got) != 1 || got[0].spiffeID() != a.id {
+		t.Errorf("agents after reconnecting: %+v, want only %s (no re-attestation)", got, a.id)
+	}
+}
+
+// canonicalJSON re-encodes a JSON document with sorted keys and, for
+// arrays of objects with an "id", sorted elements, so equal content
+// compares equal whatever the listing order.
+func canonicalJSON(t *testing.T, s string) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("%v\n%s", err, s)
+	}
+	var sortArrays func(any)
+	sortArrays = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, e := range v {
+				sortArrays(e)
+			}
+		case []any:
+			for _, e := range v {
+				sortArrays(e)
+			}
+			slices.SortFunc(v, func(a, b any) int {
+				ja, _ := json.Marshal(a.(map[string]any)["id"])
+				jb, _ := json.Marshal(b.(map[string]any)["id"])
+				return strings.Compare(string(ja), string(jb))
+			})
+		}
+	}
+	sortArrays(v)
+	out, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// wantStatus checks that err is a gRPC status with code and message.
+func wantStatus(t *testing.T, err error, code codes.Code, msg string) {
+	t.Helper()
+	st, ok := status.FromError(err)
+	switch {
+	case err == nil:
+		t.Errorf("err = nil, want %s %q", code, msg)
+	case !ok:
+		t.Errorf("err = %v, want status %s %q", err, code, msg)
+	case st.Code() != code || st.Message() != msg:
+		t.Errorf("status = %s %q, want %s %q", st.Code(), st.Message(), code, msg)
+	}
+}
+
+func parsePEM(t *testing.T, s string) []*x509.Certificate {
+	t.Helper()
+	var certs []*x509.Certificate
+	rest := []byte(s)
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return certs
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, c)
+	}
+}
+
+// fingerprints identifies certificates by their serial and subject key, sorted.
+func fingerprints(certs []*x509.Certificate) []string {
+	var out []string
+	for _, c := range certs {
+		out = append(out, fmt.Sprintf("%s/%x", c.SerialNumber, c.SubjectKeyId))
+	}
+	slices.Sort(out)
+	return out
+}
