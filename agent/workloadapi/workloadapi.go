@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/plinth-id/plinth/agent/cache"
@@ -262,7 +263,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 	if err := checkHeader(ctx); err != nil {
 		return nil, err
 	}
-	if len(req.Audience) == 0 {
+	if len(req.Audience) == 0 || slices.Contains(req.Audience, "") {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
 	}
 	sels, err := s.attest(ctx)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -196,7 +197,7 @@ func TestAgentRestart(t *testing.T) {
 	a := s.startAgent(t, "5s")
 	a.waitSVIDs(t, testID)
 	before := s.agents(t)
-	if len(before) != 1 || before[0].spiffeID() != a.id {
+	if len(before) != 1 || before[0].spiffeID() != a.id || before[0].Serial == "" {
 		t.Fatalf("agents before restart: %+v, want only %s", before, a.id)
 	}
 
@@ -297,11 +298,25 @@ func canonicalJSON(t *testing.T, s string) string {
 			for _, e := range v {
 				sortArrays(e)
 			}
-			slices.SortFunc(v, func(a, b any) int {
-				ja, _ := json.Marshal(a.(map[string]any)["id"])
-				jb, _ := json.Marshal(b.(map[string]any)["id"])
-				return strings.Compare(string(ja), string(jb))
-			})
+			keys := make([]string, len(v))
+			for i, e := range v {
+				m, ok := e.(map[string]any)
+				if !ok || m["id"] == nil {
+					return
+				}
+				k, _ := json.Marshal(m["id"])
+				keys[i] = string(k)
+			}
+			idx := make([]int, len(v))
+			for i := range idx {
+				idx[i] = i
+			}
+			slices.SortFunc(idx, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+			sorted := make([]any, len(v))
+			for i, j := range idx {
+				sorted[i] = v[j]
+			}
+			copy(v, sorted)
 		}
 	}
 	sortArrays(v)
@@ -343,11 +358,11 @@ func parsePEM(t *testing.T, s string) []*x509.Certificate {
 	}
 }
 
-// fingerprints identifies certificates by their serial and subject key, sorted.
+// fingerprints returns the SHA-256 of each certificate, sorted.
 func fingerprints(certs []*x509.Certificate) []string {
 	var out []string
 	for _, c := range certs {
-		out = append(out, fmt.Sprintf("%s/%x", c.SerialNumber, c.SubjectKeyId))
+		out = append(out, fmt.Sprintf("%x", sha256.Sum256(c.Raw)))
 	}
 	slices.Sort(out)
 	return out

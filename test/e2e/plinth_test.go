@@ -161,7 +161,7 @@ func (s *server) joinToken(t *testing.T, ttl int) (token string, expiresAt time.
 	t.Helper()
 	var tok struct {
 		Value     string `json:"value"`
-		ExpiresAt int64  `json:"expiresAt,string"`
+		ExpiresAt int64  `json:"expires_at,string"`
 	}
 	s.cliJSON(t, &tok, "token generate", "-spiffeID", nodeID, "-ttl", strconv.Itoa(ttl))
 	if tok.Value == "" {
@@ -207,11 +207,11 @@ func (s *server) entryCount(t *testing.T) int {
 // agentRecord is one agent of `agent list -output json`.
 type agentRecord struct {
 	ID struct {
-		TrustDomain string `json:"trustDomain"`
+		TrustDomain string `json:"trust_domain"`
 		Path        string `json:"path"`
 	} `json:"id"`
-	AttestationType string `json:"attestationType"`
-	Serial          string `json:"x509SvidSerialNumber"`
+	AttestationType string `json:"attestation_type"`
+	Serial          string `json:"x509svid_serial_number"`
 	Banned          bool   `json:"banned"`
 }
 
