@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -83,7 +84,7 @@ func loadState(ctx context.Context, dir string, keys hsm.KeyManager) (*state, er
 	if err != nil {
 		return nil, fmt.Errorf("agent: could not load agent key %q: %w", st.KeyID, err)
 	}
-	if pub, ok := st.key.Public().(interface{ Equal(x any) bool }); !ok || !pub.Equal(st.leaf().PublicKey) {
+	if pub, ok := st.key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(st.leaf().PublicKey) {
 		return nil, corrupt("agent key does not match the saved SVID", errors.New("key mismatch"))
 	}
 	if !time.Now().Before(st.leaf().NotAfter) {

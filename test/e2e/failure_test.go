@@ -1,0 +1,306 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// TestWorkloadAPIRefusals: the Workload API refuses calls without the
+// security header, and callers no entry selects.
+func TestWorkloadAPIRefusals(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, helperID, helperSelectors()...) // and none for this process
+	a := s.startAgent(t, "5s")
+	// The agent has synced once the helper gets its SVID.
+	err := eventually(15*time.Second, func() error {
+		stdout, stderr, err := runCmd(bin.workload, "-socket", a.socket, "-mode", "fetch")
+		if got, want := strings.TrimSpace(stdout), "svid "+helperID.String(); err != nil || got != want {
+			return fmt.Errorf("helper fetch: %v: %q %q, want %q", err, got, strings.TrimSpace(stderr), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Run("NoSecurityHeader", func(t *testing.T) {
+		conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		client := workload.NewSpiffeWorkloadAPIClient(conn)
+		calls := []struct {
+			name string
+			call func(context.Context) error
+		}{
+			{"FetchX509SVID", func(ctx context.Context) error {
+				stream, err := client.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				return err
+			}},
+			{"FetchX509Bundles", func(ctx context.Context) error {
+				stream, err := client.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				return err
+			}},
+			{"FetchJWTSVID", func(ctx context.Context) error {
+				_, err := client.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"aud"}})
+				return err
+			}},
+			{"FetchJWTBundles", func(ctx context.Context) error {
+				stream, err := client.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				return err
+			}},
+			{"ValidateJWTSVID", func(ctx context.Context) error {
+				_, err := client.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "aud", Svid: "not-a-jwt"})
+				return err
+			}},
+		}
+		for _, c := range calls {
+			t.Run(c.name, func(t *testing.T) {
+				wantStatus(t, c.call(ctx), codes.InvalidArgument, "security header missing from request")
+			})
+		}
+		// The same client with the header gets past the check (and, with
+		// no entry for this process, no identity).
+		withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+		wantStatus(t, calls[0].call(withHeader), codes.PermissionDenied, "no identity issued")
+	})
+
+	t.Run("UnregisteredCaller", func(t *testing.T) {
+		_, err := workloadapi.FetchX509SVID(ctx, a.addr())
+		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
+		_, err = workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud"}, a.addr())
+		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
+		_, err = workloadapi.FetchX509Bundles(ctx, a.addr())
+		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
+		_, err = workloadapi.FetchJWTBundles(ctx, a.addr())
+		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
+	})
+}
+
+// TestEntryCreateInvalid: entry create refuses malformed entries with a
+// clear message and creates nothing.
+func TestEntryCreateInvalid(t *testing.T) {
+	s := startServer(t)
+	valid := func(extra ...string) []string {
+		return append([]string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix:uid:0"}, extra...)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string // all of stderr
+	}{{
+		name: "SPIFFE ID without scheme",
+		args: []string{"-parentID", nodeID, "-spiffeID", "example.org/wl", "-selector", "unix:uid:0"},
+		want: `Error: invalid -spiffeID "example.org/wl": scheme is missing or invalid`,
+	}, {
+		name: "SPIFFE ID of another trust domain",
+		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://other.org/wl", "-selector", "unix:uid:0"},
+		want: `Error: failed to create the following entry (code: InvalidArgument, msg: "failed to convert entry: invalid spiffe_id: \"spiffe://other.org/wl\" is not a member of trust domain \"example.org\""): spiffe://other.org/wl`,
+	}, {
+		name: "invalid parent ID",
+		args: []string{"-parentID", "spiffe://example.org/a b", "-spiffeID", "spiffe://example.org/wl", "-selector", "unix:uid:0"},
+		want: `Error: invalid -parentID "spiffe://example.org/a b": path segment characters are limited to letters, numbers, dots, dashes, and underscores`,
+	}, {
+		name: "selector without value",
+		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix"},
+		want: `Error: invalid -selector "unix": want type:value (e.g. unix:uid:1000)`,
+	}, {
+		name: "no selector",
+		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl"},
+		want: `Error: at least one -selector is required`,
+	}, {
+		name: "negative X509-SVID TTL",
+		args: valid("-x509SVIDTTL=-5"),
+		want: `Error: TTLs may not be negative`,
+	}, {
+		name: "negative JWT-SVID TTL",
+		args: valid("-jwtSVIDTTL=-1"),
+		want: `Error: TTLs may not be negative`,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.entryCount(t)
+			stdout, stderr, err := s.cli("entry create", tt.args...)
+			if err == nil {
+				t.Errorf("entry create succeeded:\n%s", stdout)
+			}
+			if got := strings.TrimSpace(stderr); got != tt.want {
+				t.Errorf("stderr:\n%s\nwant:\n%s", got, tt.want)
+			}
+			if after := s.entryCount(t); after != before {
+				t.Errorf("entry count %d after a refused create, was %d", after, before)
+			}
+		})
+	}
+	// The count does count: a valid entry adds one.
+	before := s.entryCount(t)
+	s.createEntry(t, testID, "unix:uid:0")
+	if after := s.entryCount(t); after != before+1 {
+		t.Errorf("entry count %d after a valid create, was %d", after, before)
+	}
+}
+
+// TestJoinTokenReuse: a join token attests one agent; a second agent with
+// the same token fails to start and says why.
+func TestJoinTokenReuse(t *testing.T) {
+	s := startServer(t)
+	token, _ := s.joinToken(t, 600)
+	first := s.newAgent(t, "5s")
+	first.startReady(t, token)
+	waitAgents(t, s, 1)
+
+	second := s.newAgent(t, "5s")
+	p := second.start(t, token)
+	wantAgentExit(t, p, "Error: agent: node attestation with join_token failed: ", "join token does not exist or has already been used")
+	if got := s.agents(t); len(got) != 1 || got[0].spiffeID() != first.id {
+		t.Errorf("agents: %+v, want only the first agent %s", got, first.id)
+	}
+}
+
+// TestJoinTokenExpired: an agent presenting an expired token fails to start.
+func TestJoinTokenExpired(t *testing.T) {
+	s := startServer(t)
+	token, expires := s.joinToken(t, 1)
+	a := s.newAgent(t, "5s")
+	<-time.After(time.Until(expires)) // expired at or before now, per the server
+	p := a.start(t, token)
+	wantAgentExit(t, p, "Error: agent: node attestation with join_token failed: ", "join token expired")
+	if got := s.agents(t); len(got) != 0 {
+		t.Errorf("agents: %+v, want none", got)
+	}
+}
+
+// TestAgentBanned: a banned agent is refused at its next sync, deletes its
+// SVID and exits saying it is banned.
+func TestAgentBanned(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	a := s.startAgent(t, "1s")
+	a.waitSVIDs(t, testID)
+
+	s.mustCLI(t, "agent ban", "-spiffeID", a.id)
+	start := time.Now()
+	wantAgentExit(t, a.proc, "Error: agent: the server banned this agent ("+a.id+")")
+	t.Logf("agent exited %s after the ban", time.Since(start).Round(time.Millisecond))
+	if _, err := os.Stat(filepath.Join(a.dataDir, "agent-svid.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("banned agent's agent-svid.json: %v, want it deleted", err)
+	}
+	if got := s.agents(t); len(got) != 1 || !got[0].Banned {
+		t.Errorf("agents: %+v, want the one agent, banned", got)
+	}
+}
+
+// TestAgentEvicted: an evicted agent is refused at its next sync, tries to
+// attest again, and exits because its join token is spent.
+func TestAgentEvicted(t *testing.T) {
+	s := startServer(t)
+	s.createEntry(t, testID, selfSelectors(t)...)
+	a := s.startAgent(t, "1s")
+	a.waitSVIDs(t, testID)
+
+	s.mustCLI(t, "agent evict", "-spiffeID", a.id)
+	start := time.Now()
+	wantAgentExit(t, a.proc, "Error: agent: node attestation with join_token failed: ", "join token does not exist or has already been used")
+	t.Logf("agent exited %s after the eviction", time.Since(start).Round(time.Millisecond))
+	if got := s.agents(t); len(got) != 0 {
+		t.Errorf("agents: %+v, want none", got)
+	}
+}
+
+// TestAgentCorruptDataDir: an agent whose saved SVID is garbage refuses to
+// start and names the file.
+func TestAgentCorruptDataDir(t *testing.T) {
+	s := startServer(t)
+	a := s.newAgent(t, "5s")
+	path := filepath.Join(a.dataDir, "agent-svid.json")
+	writeFile(t, path, "garbage{")
+	token, _ := s.joinToken(t, 600)
+	p := a.start(t, token)
+	wantAgentExit(t, p, "Error: agent: agent data "+path+" is corrupt (not valid JSON: ")
+	if got := s.agents(t); len(got) != 0 {
+		t.Errorf("agents: %+v, want none (the token must stay unused)", got)
+	}
+}
+
+// TestServerMalformedConfig: plinth-server run refuses a config with an
+// unknown key and names its file and line.
+func TestServerMalformedConfig(t *testing.T) {
+	s := newServer(t, "    bogus_key = \"x\"\n")
+	data, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := 0
+	for i, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "bogus_key") {
+			line = i + 1
+		}
+	}
+	p := startProc(t, "plinth-server (bad config)", bin.server, "run", "-config", s.config)
+	if code := p.waitExit(t, 10*time.Second); code == 0 {
+		t.Fatal("plinth-server run exited 0 with an unknown key in its config")
+	}
+	want := fmt.Sprintf(`Error: %s:%d: unknown key "bogus_key" in server block`, s.config, line)
+	if got := errorLine(p.out.String()); got != want {
+		t.Errorf("error line:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// waitAgents waits until the server lists n agents.
+func waitAgents(t *testing.T, s *server, n int) {
+	t.Helper()
+	err := eventually(15*time.Second, func() error {
+		if got := s.agents(t); len(got) != n {
+			return fmt.Errorf("%d agents, want %d", len(got), n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantAgentExit waits for an agent to exit on its own with a non-zero
+// status, its "Error:" line starting with prefix and containing each of
+// contains.
+func wantAgentExit(t *testing.T, p *proc, prefix string, contains ...string) {
+	t.Helper()
+	if code := p.waitExit(t, 20*time.Second); code == 0 {
+		t.Errorf("%s exited with status 0, want non-zero", p.name)
+	}
+	line := errorLine(p.out.String())
+	if !strings.HasPrefix(line, prefix) {
+		t.Errorf("%s error line:\n%s\nwant it to start with:\n%s", p.name, line, prefix)
+	}
+	for _, c := range contains {
+		if !strings.Contains(line, c) {
+			t.Errorf("%s error line:\n%s\nwant it to contain %q", p.name, line, c)
+		}
+	}
+}
