@@ -6,6 +6,7 @@
 package bench
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +22,10 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if flag.Lookup("test.bench").Value.String() == "" {
+		os.Exit(m.Run()) // `go test ./...` without -bench: nothing to build
+	}
 	dir, err := os.MkdirTemp("", "plinth-bench-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
