@@ -158,16 +158,14 @@ func (a *Agent) Run(ctx context.Context) error {
 // deniedReason reports whether err is a PermissionDenied about the agent
 // itself, and which.
 func deniedReason(err error, reason *types.PermissionDeniedDetails_Reason) bool {
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		st, ok := status.FromError(e)
-		if !ok || st.Code() != codes.PermissionDenied {
-			continue
-		}
-		for _, d := range st.Details() {
-			if pd, ok := d.(*types.PermissionDeniedDetails); ok {
-				*reason = pd.Reason
-				return true
-			}
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) || se.GRPCStatus().Code() != codes.PermissionDenied {
+		return false
+	}
+	for _, d := range se.GRPCStatus().Details() {
+		if pd, ok := d.(*types.PermissionDeniedDetails); ok {
+			*reason = pd.Reason
+			return true
 		}
 	}
 	return false

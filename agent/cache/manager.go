@@ -105,7 +105,7 @@ func (m *Manager) nextRenewal() time.Time {
 
 func denied(err error) error {
 	if status.Code(err) == codes.PermissionDenied {
-		return fmt.Errorf("%w: %v", ErrDenied, err)
+		return fmt.Errorf("%w: %w", ErrDenied, err)
 	}
 	return err
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,11 +149,7 @@ func recv(ctx context.Context, stream agentv1.Agent_AttestAgentServer) (*agentv1
 }
 
 func (h *Handlers) attestorNames() []string {
-	var names []string
-	for n := range h.NodeAttestors {
-		names = append(names, n)
-	}
-	return names
+	return slices.Sorted(maps.Keys(h.NodeAttestors))
 }
 
 func parseCSR(der []byte) (*x509.CertificateRequest, error) {
@@ -358,9 +356,14 @@ func (s *agentServer) CreateJoinToken(ctx context.Context, req *agentv1.CreateJo
 	if strings.ContainsAny(token, "/ ") {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid token %q: it may not contain '/' or spaces", token)
 	}
+	// The token becomes a path segment of the agent's ID: refuse, before
+	// storing it, a token the join_token attestor could never redeem.
+	tokenAgent, err := spiffeid.FromSegments(h.TrustDomain, "spire", "agent", "join_token", token)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid token %q: %v", token, err)
+	}
 	var alias spiffeid.ID
 	if req.AgentId != nil {
-		var err error
 		if alias, err = idFromProto(req.AgentId); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "invalid agent_id: %v", err)
 		}
@@ -380,10 +383,6 @@ func (s *agentServer) CreateJoinToken(ctx context.Context, req *agentv1.CreateJo
 		return nil, status.Errorf(codes.Internal, "could not create join token: %v", err)
 	}
 	if !alias.IsZero() {
-		tokenAgent, err := spiffeid.FromSegments(h.TrustDomain, "spire", "agent", "join_token", token)
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "invalid token: %v", err)
-		}
 		e := &datastore.Entry{
 			SPIFFEID:  alias.String(),
 			ParentID:  tokenAgent.String(),

@@ -63,9 +63,11 @@ func (h *Handlers) serverID() spiffeid.ID {
 }
 
 // audit records a decision; a failure to record is logged, never fatal.
+// The record is written even when ctx has ended: a call refused because it
+// timed out or was cancelled is a decision too.
 func (h *Handlers) audit(ctx context.Context, kind, subject, decision, reason string, details map[string]string) {
 	r := &datastore.AuditRecord{Time: h.now().Unix(), Kind: kind, Subject: subject, Decision: decision, Reason: reason, Details: details}
-	if err := h.Store.AppendAudit(ctx, r); err != nil {
+	if err := h.Store.AppendAudit(context.WithoutCancel(ctx), r); err != nil {
 		h.Log.Error("could not write audit record", "kind", kind, "subject", subject, "error", err)
 	}
 }

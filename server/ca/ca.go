@@ -135,7 +135,7 @@ func New(ctx context.Context, c Config) (*CA, error) {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	if len(c.Subject.Country) == 0 && len(c.Subject.Organization) == 0 {
+	if c.Subject.String() == "" { // only an empty subject takes the default: a lone common name is kept
 		c.Subject = pkix.Name{Country: []string{"US"}, Organization: []string{"SPIFFE"}}
 	}
 	ca := &CA{c: c, changed: make(chan struct{})}

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -254,6 +255,33 @@ func TestNewCreatesSlotA(t *testing.T) {
 
 func equalJournal(a, b journalView) bool {
 	return slices.Equal(a.X509, b.X509) && slices.Equal(a.JWT, b.JWT) && a.Sequence == b.Sequence
+}
+
+func TestSubject(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		subject pkix.Name
+		want    string
+	}{
+		{"default", pkix.Name{}, "O=SPIFFE,C=US"},
+		{"common name only", pkix.Name{CommonName: "Plinth CA"}, "CN=Plinth CA"},
+		{"organization", pkix.Name{Organization: []string{"Acme"}, CommonName: "Acme CA"}, "CN=Acme CA,O=Acme"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			authority, _, _ := newCA(t, ca.Config{Subject: c.subject})
+			cert := authority.Bundle().X509Authorities[0].Cert
+			// The serial number attribute is the certificate's own.
+			got := cert.Subject
+			if got.SerialNumber != cert.SerialNumber.String() {
+				t.Errorf("subject serial number = %q, want the certificate's %s", got.SerialNumber, cert.SerialNumber)
+			}
+			got.SerialNumber = ""
+			got.Names = nil
+			if got.String() != c.want {
+				t.Errorf("subject = %q, want %q", got.String(), c.want)
+			}
+		})
+	}
 }
 
 // A restart (a new CA over the same journal and keys, here a datastore

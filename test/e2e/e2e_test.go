@@ -158,19 +158,38 @@ func exchange(ctx context.Context, addr string, source *workloadapi.X509Source, 
 	return strings.TrimSuffix(line, "\n"), peerID, nil
 }
 
-// TestPushNewEntry: a new entry reaches a connected workload through the
-// open stream, pushed by the server's change notification, not by polling.
+// TestPushNewEntry: a new entry reaches connected workloads through their
+// open streams, pushed by the server's change notification, not by polling.
 // The agent's sync_interval is 30 s so that only a push can be this fast.
 func TestPushNewEntry(t *testing.T) {
 	s := startServer(t)
 	s.createEntry(t, testID, selfSelectors(t)...)
 	a := s.startAgent(t, "30s")
 	a.waitSVIDs(t, testID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	second := spiffeid.RequireFromString("spiffe://example.org/test-second")
 
+	// An X509Source that prefers the second identity once it exists, and a
+	// watcher that records every update with its arrival time.
+	var sourceLog clientLog
+	source, err := workloadapi.NewX509Source(ctx,
+		workloadapi.WithClientOptions(a.addr(), workloadapi.WithLogger(&sourceLog)),
+		workloadapi.WithDefaultX509SVIDPicker(func(svids []*x509svid.SVID) *x509svid.SVID {
+			for _, s := range svids {
+				if s.ID == second {
+					return s
+				}
+			}
+			return svids[0]
+		}))
+	if err != nil {
+		t.Fatalf("NewX509Source: %v", err)
+	}
+	defer source.Close()
 	w := a.watchX509(t)
 	w.waitFor(t, 10*time.Second, testID)
 
-	second := spiffeid.RequireFromString("spiffe://example.org/test-second")
 	start := time.Now()
 	s.createEntry(t, second, selfSelectors(t)...)
 	u := w.waitFor(t, 10*time.Second, testID, second)
@@ -179,8 +198,27 @@ func TestPushNewEntry(t *testing.T) {
 	if latency > 3*time.Second {
 		t.Errorf("push took %s, want < 3s", latency)
 	}
+	err = eventually(3*time.Second, func() error {
+		svid, err := source.GetX509SVID()
+		if err != nil {
+			return err
+		}
+		if svid.ID != second {
+			return fmt.Errorf("X509Source serves %s, want %s", svid.ID, second)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
+	// Both clients kept their first stream: go-spiffe logs an error each
+	// time a stream breaks, before it reconnects.
 	if n := w.log.errorCount(); n > 0 {
-		t.Errorf("the watch broke %d time(s) (the client reconnected); want one uninterrupted stream", n)
+		t.Errorf("the watch stream broke %d time(s); want one uninterrupted stream:\n%s", n, w.log.String())
+	}
+	if n := sourceLog.errorCount(); n > 0 {
+		t.Errorf("the X509Source stream broke %d time(s); want one uninterrupted stream:\n%s", n, sourceLog.String())
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
