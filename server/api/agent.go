@@ -23,6 +23,11 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
+var errBanned = errors.New("agent is banned")
+
+// maxTokenLen is the longest join token the join_token attestor redeems.
+const maxTokenLen = 256
+
 type agentServer struct {
 	agentv1.UnimplementedAgentServer
 	h *Handlers
@@ -93,32 +98,35 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	if agentID.TrustDomain() != h.TrustDomain || !strings.HasPrefix(agentID.Path(), "/spire/agent/") {
 		return status.Errorf(codes.Internal, "attestor %q produced agent ID %q outside %s/spire/agent/", typ, agentID, h.TrustDomain.IDString())
 	}
-	prev, err := h.Store.GetAgent(ctx, agentID.String())
-	switch {
-	case err == nil && prev.Banned:
-		h.audit(ctx, "attest", agentID.String(), "deny", "agent is banned", res.Evidence)
-		return authz.Denied(types.PermissionDeniedDetails_AGENT_BANNED, "failed to attest: agent %s is banned", agentID)
-	case err != nil && !errors.Is(err, datastore.ErrNotFound):
-		return status.Errorf(codes.Internal, "could not look up agent: %v", err)
-	}
 	chain, err := h.CA.SignX509SVID(ctx, ca.X509Params{ID: agentID, PublicKey: csr.PublicKey, TTL: h.AgentTTL})
 	if err != nil {
 		return status.Errorf(codes.Internal, "could not sign agent SVID: %v", err)
 	}
-	agent := &datastore.Agent{
-		ID:              agentID.String(),
-		AttestationType: typ,
-		SerialNumber:    chain[0].SerialNumber.String(),
-		ExpiresAt:       chain[0].NotAfter.Unix(),
-		Selectors:       attestors.SortSelectors(res.Selectors),
-		CanReattest:     res.CanReattest,
-		Evidence:        res.Evidence,
+	// The ban check and the write are one transaction, so a ban that lands
+	// meanwhile is never overwritten.
+	_, err = h.Store.UpdateAgent(ctx, agentID.String(), func(old *datastore.Agent) (*datastore.Agent, error) {
+		if old != nil && old.Banned {
+			return nil, errBanned
+		}
+		return &datastore.Agent{
+			ID:              agentID.String(),
+			AttestationType: typ,
+			SerialNumber:    chain[0].SerialNumber.String(),
+			ExpiresAt:       chain[0].NotAfter.Unix(),
+			Selectors:       attestors.SortSelectors(res.Selectors),
+			CanReattest:     res.CanReattest,
+			Evidence:        res.Evidence,
+		}, nil
+	})
+	if errors.Is(err, errBanned) {
+		h.audit(ctx, "attest", agentID.String(), "deny", "agent is banned", res.Evidence)
+		return authz.Denied(types.PermissionDeniedDetails_AGENT_BANNED, "failed to attest: agent %s is banned", agentID)
 	}
-	if err := h.Store.SetAgent(ctx, agent); err != nil {
+	if err != nil {
 		return status.Errorf(codes.Internal, "could not record agent: %v", err)
 	}
 	h.audit(ctx, "attest", agentID.String(), "allow", "attested by "+typ, res.Evidence)
-	h.Log.Info("agent attested", "agent_id", agentID.String(), "type", typ, "selectors", len(agent.Selectors))
+	h.Log.Info("agent attested", "agent_id", agentID.String(), "type", typ, "selectors", len(res.Selectors))
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{
 		Svid:         x509SVIDToProto(chain, agentID, ""),
 		Reattestable: res.CanReattest,
@@ -183,8 +191,23 @@ func (s *agentServer) RenewAgent(ctx context.Context, req *agentv1.RenewAgentReq
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "could not sign agent SVID: %v", err)
 	}
-	agent.NewSerialNumber = chain[0].SerialNumber.String()
-	if err := h.Store.SetAgent(ctx, agent); err != nil {
+	serial := chain[0].SerialNumber.String()
+	_, err = h.Store.UpdateAgent(ctx, agent.ID, func(cur *datastore.Agent) (*datastore.Agent, error) {
+		// Re-checked in the write transaction: the agent may have been
+		// banned or evicted since the call was authorized.
+		switch {
+		case cur == nil:
+			return nil, authz.Denied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %s is not attested (evicted); it must attest again", agent.ID)
+		case cur.Banned:
+			return nil, authz.Denied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %s is banned", agent.ID)
+		}
+		cur.NewSerialNumber = serial
+		return cur, nil
+	})
+	if _, ok := status.FromError(err); err != nil && ok {
+		return nil, err
+	}
+	if err != nil {
 		return nil, status.Errorf(codes.Internal, "could not record renewed agent SVID: %v", err)
 	}
 	h.audit(ctx, "renew", agent.ID, "allow", "agent SVID renewed", nil)
@@ -332,8 +355,17 @@ func (s *agentServer) BanAgent(ctx context.Context, req *agentv1.BanAgentRequest
 	if err != nil {
 		return nil, err
 	}
-	a.Banned, a.SerialNumber, a.NewSerialNumber = true, "", ""
-	if err := s.h.Store.SetAgent(ctx, a); err != nil {
+	_, err = s.h.Store.UpdateAgent(ctx, a.ID, func(cur *datastore.Agent) (*datastore.Agent, error) {
+		if cur == nil {
+			return nil, status.Errorf(codes.NotFound, "agent %s not found", a.ID)
+		}
+		cur.Banned, cur.SerialNumber, cur.NewSerialNumber = true, "", ""
+		return cur, nil
+	})
+	if _, ok := status.FromError(err); err != nil && ok {
+		return nil, err
+	}
+	if err != nil {
 		return nil, status.Errorf(codes.Internal, "could not ban agent: %v", err)
 	}
 	s.h.audit(ctx, "ban", a.ID, "allow", "agent banned by an admin", nil)
@@ -355,6 +387,9 @@ func (s *agentServer) CreateJoinToken(ctx context.Context, req *agentv1.CreateJo
 	}
 	if strings.ContainsAny(token, "/ ") {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid token %q: it may not contain '/' or spaces", token)
+	}
+	if len(token) > maxTokenLen {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid token: %d characters, at most %d", len(token), maxTokenLen)
 	}
 	// The token becomes a path segment of the agent's ID: refuse, before
 	// storing it, a token the join_token attestor could never redeem.

@@ -43,6 +43,9 @@ type Handlers struct {
 
 // Register registers every service on s.
 func (h *Handlers) Register(s grpc.ServiceRegistrar) {
+	if h.Log == nil {
+		h.Log = slog.New(slog.DiscardHandler)
+	}
 	agentv1.RegisterAgentServer(s, &agentServer{h: h})
 	entryv1.RegisterEntryServer(s, &entryServer{h: h})
 	svidv1.RegisterSVIDServer(s, &svidServer{h: h})

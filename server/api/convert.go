@@ -134,7 +134,7 @@ func validateDNSName(d string) error {
 		return fmt.Errorf("%q is not a valid DNS name", d)
 	}
 	for i, label := range strings.Split(d, ".") {
-		if label == "*" && i == 0 {
+		if label == "*" && i == 0 && strings.Count(d, ".") > 0 {
 			continue
 		}
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {

@@ -60,7 +60,7 @@ func WithCaller(ctx context.Context, c Caller) context.Context {
 // Agents is the part of the datastore the authorizer reads.
 type Agents interface {
 	GetAgent(ctx context.Context, id string) (*datastore.Agent, error)
-	SetAgent(ctx context.Context, a *datastore.Agent) error
+	UpdateAgent(ctx context.Context, id string, fn func(old *datastore.Agent) (*datastore.Agent, error)) (*datastore.Agent, error)
 }
 
 // Authorizer checks callers against the method table.
@@ -157,11 +157,28 @@ func (a *Authorizer) checkAgent(ctx context.Context, id spiffeid.ID, leaf *x509.
 	switch serial {
 	case agent.SerialNumber:
 	case agent.NewSerialNumber:
-		agent.SerialNumber, agent.NewSerialNumber = agent.NewSerialNumber, ""
-		agent.ExpiresAt = leaf.NotAfter.Unix()
-		if err := a.Agents.SetAgent(ctx, agent); err != nil {
+		// Promote the renewed SVID in one transaction with a fresh read, so
+		// a ban or eviction that lands meanwhile is not undone.
+		promoted, err := a.Agents.UpdateAgent(ctx, agent.ID, func(cur *datastore.Agent) (*datastore.Agent, error) {
+			switch {
+			case cur == nil:
+				return nil, Denied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %s is not attested (evicted or never attested); it must attest again", id)
+			case cur.Banned:
+				return nil, Denied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %s is banned", id)
+			case cur.NewSerialNumber != serial:
+				return nil, Denied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented an SVID (serial %s) that is no longer its current one", id, serial)
+			}
+			cur.SerialNumber, cur.NewSerialNumber = serial, ""
+			cur.ExpiresAt = leaf.NotAfter.Unix()
+			return cur, nil
+		})
+		if _, ok := status.FromError(err); err != nil && ok {
+			return nil, err
+		}
+		if err != nil {
 			return nil, status.Errorf(codes.Internal, "could not record renewed agent SVID: %v", err)
 		}
+		agent = promoted
 	default:
 		return nil, Denied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %s presented an SVID (serial %s) that is no longer its current one", id, serial)
 	}

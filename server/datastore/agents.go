@@ -14,6 +14,15 @@ const agentColumns = `id, attestation_type, serial_number, new_serial_number, ex
 // CreatedAt is a.CreatedAt, or now if that is 0; on replacement the stored
 // CreatedAt is kept. UpdatedAt is set to now either way. a is not modified.
 func (s *Store) SetAgent(ctx context.Context, a *Agent) error {
+	return s.setAgent(ctx, s.w, a)
+}
+
+// execer is a *sql.DB or a *sql.Tx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) setAgent(ctx context.Context, db execer, a *Agent) error {
 	switch {
 	case a == nil:
 		return errors.New("datastore: set agent: nil agent")
@@ -25,7 +34,7 @@ func (s *Store) SetAgent(ctx context.Context, a *Agent) error {
 	if createdAt == 0 {
 		createdAt = now
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
+	_, err := db.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET
 			attestation_type = excluded.attestation_type,
@@ -43,6 +52,39 @@ func (s *Store) SetAgent(ctx context.Context, a *Agent) error {
 		return fmt.Errorf("datastore: set agent %q: %w", a.ID, err)
 	}
 	return nil
+}
+
+// UpdateAgent reads the agent with id (nil when there is none), lets fn
+// decide what to store, and stores it, all in one write transaction: a
+// concurrent ban or eviction cannot be lost between the read and the write.
+// fn returning (nil, nil) stores nothing; an error from fn is returned as is.
+func (s *Store) UpdateAgent(ctx context.Context, id string, fn func(old *Agent) (*Agent, error)) (*Agent, error) {
+	var out *Agent
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		old, err := scanAgent(tx.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			old, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("datastore: update agent %q: %w", id, err)
+		}
+		next, err := fn(old)
+		if err != nil || next == nil {
+			return err
+		}
+		if next.ID != id {
+			return fmt.Errorf("datastore: update agent %q: fn returned agent %q", id, next.ID)
+		}
+		if old != nil {
+			next.CreatedAt = old.CreatedAt
+		}
+		out = next
+		return s.setAgent(ctx, tx, next)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // GetAgent returns the agent with the given SPIFFE ID, or an error wrapping

@@ -257,3 +257,39 @@ func TestAudit(t *testing.T) {
 		})
 	}
 }
+
+func TestUpdateAgent(t *testing.T) {
+	ctx := t.Context()
+	s, _, _ := openTest(t)
+	id := fullAgent().ID
+
+	// Absent: fn sees nil and may create.
+	got, err := s.UpdateAgent(ctx, id, func(old *Agent) (*Agent, error) {
+		if old != nil {
+			t.Errorf("fn saw %+v, want nil for a missing agent", old)
+		}
+		return &Agent{ID: id, AttestationType: "join_token", SerialNumber: "1"}, nil
+	})
+	if err != nil || got.SerialNumber != "1" {
+		t.Fatalf("UpdateAgent (create) = %+v, %v", got, err)
+	}
+	// fn's error is returned as is and nothing is written.
+	errStop := errors.New("banned")
+	if _, err := s.UpdateAgent(ctx, id, func(old *Agent) (*Agent, error) {
+		old.SerialNumber = "2"
+		return nil, errStop
+	}); err != errStop {
+		t.Fatalf("UpdateAgent = %v, want fn's error", err)
+	}
+	// (nil, nil) stores nothing.
+	if _, err := s.UpdateAgent(ctx, id, func(*Agent) (*Agent, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.GetAgent(ctx, id); a.SerialNumber != "1" {
+		t.Fatalf("serial = %q after a refused update, want 1", a.SerialNumber)
+	}
+	// Returning another ID is refused.
+	if _, err := s.UpdateAgent(ctx, id, func(*Agent) (*Agent, error) { return &Agent{ID: "other"}, nil }); err == nil {
+		t.Fatal("UpdateAgent accepted an agent with another ID")
+	}
+}

@@ -31,6 +31,11 @@ type Index struct {
 	children map[string]map[string]*datastore.Entry
 	sorted   []string // IDs in order; nil when stale
 	changed  chan struct{}
+	// gen counts changes; deleted holds the gen at which an ID was deleted,
+	// so Follow does not bring back an entry it read just before a local
+	// delete (see putUnlessDeletedSince).
+	gen     uint64
+	deleted map[string]uint64
 }
 
 // New returns an index over entries. serverID is the server's SPIFFE ID:
@@ -42,6 +47,7 @@ func New(serverID string, es []*datastore.Entry) *Index {
 		byID:     make(map[string]*datastore.Entry, len(es)),
 		children: make(map[string]map[string]*datastore.Entry),
 		changed:  make(chan struct{}),
+		deleted:  make(map[string]uint64),
 	}
 	for _, e := range es {
 		x.putLocked(e)
@@ -54,6 +60,20 @@ func New(serverID string, es []*datastore.Entry) *Index {
 func (x *Index) Put(e *datastore.Entry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.putIfNewerLocked(e)
+}
+
+// putUnlessDeletedSince puts e unless it was deleted after generation gen.
+func (x *Index) putUnlessDeletedSince(e *datastore.Entry, gen uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.deleted[e.ID] > gen {
+		return
+	}
+	x.putIfNewerLocked(e)
+}
+
+func (x *Index) putIfNewerLocked(e *datastore.Entry) {
 	if old, ok := x.byID[e.ID]; ok && old.RevisionNumber > e.RevisionNumber {
 		return
 	}
@@ -94,10 +114,30 @@ func (x *Index) Delete(id string) {
 		x.removeLocked(e)
 		x.sorted = nil
 		x.notifyLocked()
+		x.deleted[id] = x.gen
+	}
+}
+
+// generation returns the change counter.
+func (x *Index) generation() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.gen
+}
+
+// forgetDeletesUpTo drops the tombstones a later poll can no longer race.
+func (x *Index) forgetDeletesUpTo(gen uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for id, g := range x.deleted {
+		if g <= gen {
+			delete(x.deleted, id)
+		}
 	}
 }
 
 func (x *Index) notifyLocked() {
+	x.gen++
 	close(x.changed)
 	x.changed = make(chan struct{})
 }
@@ -240,18 +280,21 @@ func (x *Index) Follow(ctx context.Context, s Store, seq int64, interval time.Du
 			return nil
 		case <-t.C:
 		}
+		gen := x.generation()
 		events, err := s.EntryEventsSince(ctx, seq)
 		if err != nil {
 			log.Warn("could not read entry events; will retry", "error", err)
 			continue
 		}
-		seq = x.apply(ctx, s, seq, events, log)
+		seq = x.apply(ctx, s, seq, gen, events, log)
+		x.forgetDeletesUpTo(gen)
 	}
 }
 
 // apply applies events in order and returns the last sequence applied. It
 // stops at the first entry it cannot read, to retry from there.
-func (x *Index) apply(ctx context.Context, s Store, seq int64, events []datastore.EntryEvent, log *slog.Logger) int64 {
+// Entries deleted locally after gen are not brought back.
+func (x *Index) apply(ctx context.Context, s Store, seq int64, gen uint64, events []datastore.EntryEvent, log *slog.Logger) int64 {
 	for _, ev := range events {
 		e, err := s.GetEntry(ctx, ev.EntryID)
 		switch {
@@ -264,7 +307,7 @@ func (x *Index) apply(ctx context.Context, s Store, seq int64, events []datastor
 			return seq
 		default:
 			if old := x.Get(e.ID); old == nil || old.RevisionNumber < e.RevisionNumber {
-				x.Put(e)
+				x.putUnlessDeletedSince(e, gen)
 			}
 		}
 		seq = ev.Seq
