@@ -10,6 +10,7 @@ import (
 
 	"github.com/plinth-id/plinth/test/harness"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
@@ -22,32 +23,30 @@ import (
 // entry creation to SVID on an open stream, and the agent's idle heap.
 func BenchmarkAgent(b *testing.B) {
 	ctx := context.Background()
-	env := harness.New(b, bin)
-	env.StartServer(harness.ServerOptions{})
-	node := "spiffe://" + harness.TrustDomain + "/node"
+	s := harness.StartServer(b, bin)
 	uid := "unix:uid:" + strconv.Itoa(os.Getuid())
-	env.Admin("entry", "create", "-parentID", node, "-spiffeID", "spiffe://"+harness.TrustDomain+"/bench", "-selector", uid)
-	token := env.Token(node)
-	a := env.NewAgent("agent", harness.AgentOptions{})
+	s.CreateEntry(b, spiffeid.RequireFromString("spiffe://"+harness.TrustDomain+"/bench"), uid)
+	token, _ := s.JoinToken(b, 10*time.Minute)
+	a := s.NewAgent(b, 5*time.Second)
 
 	// Agent start -> first workload SVID: poll the socket from the moment
 	// the process starts.
-	proc := env.StartAgent(a, token)
+	proc := a.Start(b, token)
 	hdr := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 	var firstSVID time.Duration
 	for deadline := time.Now().Add(30 * time.Second); firstSVID == 0; time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			b.Fatalf("no SVID within 30 s\n%s", proc.Log())
+			b.Fatalf("no SVID within 30 s\n%s", proc.Output())
 		}
 		// A new connection per attempt: gRPC would otherwise back off for
 		// a second after finding no socket.
-		if fetchOnce(hdr, a.Sock) == nil {
+		if fetchOnce(hdr, a.Socket) == nil {
 			firstSVID = time.Since(proc.Started)
 		}
 	}
 	record("agent start -> first workload SVID", ms(firstSVID), "<= 500 ms (SPIRE 6 s)", firstSVID <= 500*time.Millisecond)
 
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+a.Sock))
+	client, err := workloadapi.New(ctx, a.Addr())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,11 +84,11 @@ func BenchmarkAgent(b *testing.B) {
 			break
 		}
 	}
-	ec := adminConn(b, env)
+	ec := adminConn(b, s)
 	var prop []time.Duration
 	for i := range 50 {
 		start := time.Now()
-		createEntry(b, ec, fmt.Sprintf("/bench/push/%d", i), node, uid)
+		createEntry(b, ec, fmt.Sprintf("/bench/push/%d", i), uid)
 		for n := range updates {
 			if n == i+2 {
 				break
@@ -101,7 +100,7 @@ func BenchmarkAgent(b *testing.B) {
 	record("entry created -> SVID on open stream p50 / p99", ms(percentile(prop, 50))+" / "+ms(p99), "p99 <= 100 ms (SPIRE 3.8 s median)", p99 <= 100*time.Millisecond)
 
 	stopWatch()
-	heap, err := proc.Heap()
+	heap, err := proc.Heap(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

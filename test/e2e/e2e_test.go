@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plinth-id/plinth/test/harness"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -26,15 +27,15 @@ import (
 // TestHappyPath: one server, one agent, two workloads with their own
 // identities: X509-SVID, JWT-SVID, and mTLS between the workloads.
 func TestHappyPath(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	s.createEntry(t, helperID, helperSelectors()...)
-	a := s.startAgent(t, "5s")
-	a.waitSVIDs(t, testID)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	s.CreateEntry(t, helperID, helperSelectors()...)
+	a := s.StartAgent(t, 5*time.Second)
+	a.WaitSVIDs(t, testID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(a.addr()))
+	source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(a.Addr()))
 	if err != nil {
 		t.Fatalf("NewX509Source: %v", err)
 	}
@@ -60,13 +61,13 @@ func TestHappyPath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := fingerprints(b.X509Authorities()), fingerprints(parsePEM(t, s.bundlePEM(t))); !slices.Equal(got, want) {
+		if got, want := fingerprints(b.X509Authorities()), fingerprints(parsePEM(t, s.BundlePEM(t))); !slices.Equal(got, want) {
 			t.Errorf("Workload API bundle %v, server bundle %v", got, want)
 		}
 	})
 
 	t.Run("JWTSVID", func(t *testing.T) {
-		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud-a"}, a.addr())
+		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud-a"}, a.Addr())
 		if err != nil {
 			t.Fatalf("FetchJWTSVID: %v", err)
 		}
@@ -74,7 +75,7 @@ func TestHappyPath(t *testing.T) {
 			t.Errorf("JWT-SVID ID = %s, want %s", svid.ID, testID)
 		}
 		token := svid.Marshal()
-		got, err := workloadapi.ValidateJWTSVID(ctx, token, "aud-a", a.addr())
+		got, err := workloadapi.ValidateJWTSVID(ctx, token, "aud-a", a.Addr())
 		if err != nil {
 			t.Fatalf("ValidateJWTSVID(aud-a): %v", err)
 		}
@@ -82,7 +83,7 @@ func TestHappyPath(t *testing.T) {
 			t.Errorf("validated ID = %s, want %s", got.ID, testID)
 		}
 		// Also locally, against the JWT bundle the agent publishes.
-		bundles, err := workloadapi.FetchJWTBundles(ctx, a.addr())
+		bundles, err := workloadapi.FetchJWTBundles(ctx, a.Addr())
 		if err != nil {
 			t.Fatalf("FetchJWTBundles: %v", err)
 		}
@@ -90,18 +91,18 @@ func TestHappyPath(t *testing.T) {
 			t.Errorf("JWT-SVID does not validate against the JWT bundle: %v", err)
 		}
 
-		_, err = workloadapi.ValidateJWTSVID(ctx, token, "aud-b", a.addr())
+		_, err = workloadapi.ValidateJWTSVID(ctx, token, "aud-b", a.Addr())
 		wantStatus(t, err, codes.InvalidArgument, `jwtsvid: expected audience in ["aud-b"] (audience=["aud-a"])`)
 	})
 
 	t.Run("MTLS", func(t *testing.T) {
 		// The helper admits only this process; this process admits only
 		// the helper.
-		h := a.startWorkload(t, "workload serve", "-mode", "serve", "-peer", testID.String())
-		if got := h.waitOutput(t, "svid ", 15*time.Second); got != helperID.String() {
+		h := startWorkload(t, a, "workload serve", "-mode", "serve", "-peer", testID.String())
+		if got := h.WaitOutput(t, "svid ", 15*time.Second); got != helperID.String() {
 			t.Fatalf("helper workload got SVID %s, want %s", got, helperID)
 		}
-		addr := h.waitOutput(t, "listening ", 5*time.Second)
+		addr := h.WaitOutput(t, "listening ", 5*time.Second)
 
 		reply, peer, err := exchange(ctx, addr, source, helperID, "ping")
 		if err != nil {
@@ -113,7 +114,7 @@ func TestHappyPath(t *testing.T) {
 		if want := "hello ping from " + helperID.String(); reply != want {
 			t.Errorf("reply %q, want %q", reply, want)
 		}
-		if got := h.waitOutput(t, "accepted ", 5*time.Second); got != testID.String() {
+		if got := h.WaitOutput(t, "accepted ", 5*time.Second); got != testID.String() {
 			t.Errorf("helper accepted %s, want %s", got, testID)
 		}
 
@@ -125,12 +126,12 @@ func TestHappyPath(t *testing.T) {
 		}
 
 		// The helper expects another ID: it refuses this process.
-		h2 := a.startWorkload(t, "workload serve (wrong peer)", "-mode", "serve", "-peer", wrong.String())
-		addr2 := h2.waitOutput(t, "listening ", 15*time.Second)
+		h2 := startWorkload(t, a, "workload serve (wrong peer)", "-mode", "serve", "-peer", wrong.String())
+		addr2 := h2.WaitOutput(t, "listening ", 15*time.Second)
 		if _, _, err := exchange(ctx, addr2, source, helperID, "ping"); err == nil {
 			t.Error("exchange with a helper that expects another ID succeeded")
 		}
-		if got, want := h2.waitOutput(t, "refused ", 5*time.Second), fmt.Sprintf("unexpected ID %q", testID); !strings.Contains(got, want) {
+		if got, want := h2.WaitOutput(t, "refused ", 5*time.Second), fmt.Sprintf("unexpected ID %q", testID); !strings.Contains(got, want) {
 			t.Errorf("helper refused with %q, want it to contain %q", got, want)
 		}
 	})
@@ -162,10 +163,10 @@ func exchange(ctx context.Context, addr string, source *workloadapi.X509Source, 
 // open streams, pushed by the server's change notification, not by polling.
 // The agent's sync_interval is 30 s so that only a push can be this fast.
 func TestPushNewEntry(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	a := s.startAgent(t, "30s")
-	a.waitSVIDs(t, testID)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.StartAgent(t, 30*time.Second)
+	a.WaitSVIDs(t, testID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	second := spiffeid.RequireFromString("spiffe://example.org/test-second")
@@ -174,7 +175,7 @@ func TestPushNewEntry(t *testing.T) {
 	// watcher that records every update with its arrival time.
 	var sourceLog clientLog
 	source, err := workloadapi.NewX509Source(ctx,
-		workloadapi.WithClientOptions(a.addr(), workloadapi.WithLogger(&sourceLog)),
+		workloadapi.WithClientOptions(a.Addr(), workloadapi.WithLogger(&sourceLog)),
 		workloadapi.WithDefaultX509SVIDPicker(func(svids []*x509svid.SVID) *x509svid.SVID {
 			for _, s := range svids {
 				if s.ID == second {
@@ -187,18 +188,18 @@ func TestPushNewEntry(t *testing.T) {
 		t.Fatalf("NewX509Source: %v", err)
 	}
 	defer source.Close()
-	w := a.watchX509(t)
+	w := watchX509(t, a)
 	w.waitFor(t, 10*time.Second, testID)
 
 	start := time.Now()
-	s.createEntry(t, second, selfSelectors(t)...)
+	s.CreateEntry(t, second, selfSelectors(t)...)
 	u := w.waitFor(t, 10*time.Second, testID, second)
 	latency := u.at.Sub(start)
 	t.Logf("new entry's X509-SVID pushed to the open stream %s after entry create started", latency.Round(time.Millisecond))
 	if latency > 3*time.Second {
 		t.Errorf("push took %s, want < 3s", latency)
 	}
-	err = eventually(3*time.Second, func() error {
+	err = harness.Eventually(3*time.Second, func() error {
 		svid, err := source.GetX509SVID()
 		if err != nil {
 			return err
@@ -230,89 +231,89 @@ func TestPushNewEntry(t *testing.T) {
 // TestAgentRestart: a restarted agent resumes with the SVID in its data dir
 // (no join token, no new attestation) and serves SVIDs again.
 func TestAgentRestart(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	a := s.startAgent(t, "5s")
-	a.waitSVIDs(t, testID)
-	before := s.agents(t)
-	if len(before) != 1 || before[0].spiffeID() != a.id || before[0].Serial == "" {
-		t.Fatalf("agents before restart: %+v, want only %s", before, a.id)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.StartAgent(t, 5*time.Second)
+	a.WaitSVIDs(t, testID)
+	before := s.Agents(t)
+	if len(before) != 1 || before[0].SPIFFEID() != a.ID || before[0].Serial == "" {
+		t.Fatalf("agents before restart: %+v, want only %s", before, a.ID)
 	}
 
-	a.proc.mustStop(t)
-	a.startReady(t, "") // no join token: a new attestation would fail
-	a.waitSVIDs(t, testID)
+	a.Proc.MustStop(t)
+	a.StartReady(t, "") // no join token: a new attestation would fail
+	a.WaitSVIDs(t, testID)
 
-	after := s.agents(t)
+	after := s.Agents(t)
 	if len(after) != 1 {
 		t.Fatalf("agents after restart: %+v, want one", after)
 	}
-	if after[0].spiffeID() != a.id || after[0].Serial != before[0].Serial {
+	if after[0].SPIFFEID() != a.ID || after[0].Serial != before[0].Serial {
 		t.Errorf("agent after restart: %s serial %s, want %s serial %s (no re-attestation)",
-			after[0].spiffeID(), after[0].Serial, a.id, before[0].Serial)
+			after[0].SPIFFEID(), after[0].Serial, a.ID, before[0].Serial)
 	}
 }
 
 // TestServerRestart: entries, agents and the CA survive a server restart;
 // the agent serves cached SVIDs during the outage and reconnects after.
 func TestServerRestart(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	s.createEntry(t, helperID, helperSelectors()...)
-	a := s.startAgent(t, "1s")
-	a.waitSVIDs(t, testID)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	s.CreateEntry(t, helperID, helperSelectors()...)
+	a := s.StartAgent(t, time.Second)
+	a.WaitSVIDs(t, testID)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	jwtBefore, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.addr())
+	jwtBefore, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.Addr())
 	if err != nil {
 		t.Fatalf("FetchJWTSVID: %v", err)
 	}
 
-	entries := canonicalJSON(t, s.mustCLI(t, "entry show", "-output", "json"))
-	agents := canonicalJSON(t, s.mustCLI(t, "agent list", "-output", "json"))
-	bundle := s.bundlePEM(t)
+	entries := canonicalJSON(t, s.MustCLI(t, "entry show", "-output", "json"))
+	agents := canonicalJSON(t, s.MustCLI(t, "agent list", "-output", "json"))
+	bundle := s.BundlePEM(t)
 
-	s.proc.mustStop(t)
+	s.Proc.MustStop(t)
 
 	// Outage: at least two sync intervals, every fetch on a new connection.
 	outage := time.Now()
 	for time.Since(outage) < 2500*time.Millisecond {
-		ids, err := a.fetchIDs(ctx)
+		ids, err := a.FetchIDs(ctx)
 		if err != nil || !slices.Equal(ids, []string{testID.String()}) {
 			t.Fatalf("X509-SVIDs %.1fs into the server outage: %v, %v; want [%s]", time.Since(outage).Seconds(), ids, err, testID)
 		}
 		<-time.After(250 * time.Millisecond)
 	}
-	jwt, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.addr())
+	jwt, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "outage"}, a.Addr())
 	if err != nil {
 		t.Errorf("FetchJWTSVID during the outage (cached audience): %v", err)
 	} else if jwt.Marshal() != jwtBefore.Marshal() {
 		t.Errorf("JWT-SVID during the outage is not the cached one")
 	}
-	if _, err := workloadapi.ValidateJWTSVID(ctx, jwtBefore.Marshal(), "outage", a.addr()); err != nil {
+	if _, err := workloadapi.ValidateJWTSVID(ctx, jwtBefore.Marshal(), "outage", a.Addr()); err != nil {
 		t.Errorf("ValidateJWTSVID during the outage: %v", err)
 	}
-	if !a.proc.running() {
-		t.Fatalf("agent exited during the server outage: %v", a.proc.err)
+	if !a.Proc.Running() {
+		t.Fatalf("agent exited during the server outage: %v", a.Proc.Err())
 	}
 
-	s.start(t)
-	if got := canonicalJSON(t, s.mustCLI(t, "entry show", "-output", "json")); got != entries {
+	s.StartReady(t)
+	if got := canonicalJSON(t, s.MustCLI(t, "entry show", "-output", "json")); got != entries {
 		t.Errorf("entries changed across the restart:\nbefore %s\nafter  %s", entries, got)
 	}
-	if got := canonicalJSON(t, s.mustCLI(t, "agent list", "-output", "json")); got != agents {
+	if got := canonicalJSON(t, s.MustCLI(t, "agent list", "-output", "json")); got != agents {
 		t.Errorf("agents changed across the restart:\nbefore %s\nafter  %s", agents, got)
 	}
-	if got := s.bundlePEM(t); got != bundle {
+	if got := s.BundlePEM(t); got != bundle {
 		t.Errorf("bundle changed across the restart:\nbefore\n%s\nafter\n%s", bundle, got)
 	}
 
 	// The agent is back in step: a new entry reaches the workload.
 	third := spiffeid.RequireFromString("spiffe://example.org/test-after-restart")
-	s.createEntry(t, third, selfSelectors(t)...)
-	a.waitSVIDs(t, testID, third)
-	if got := s.agents(t); len(got) != 1 || got[0].spiffeID() != a.id {
-		t.Errorf("agents after reconnecting: %+v, want only %s (no re-attestation)", got, a.id)
+	s.CreateEntry(t, third, selfSelectors(t)...)
+	a.WaitSVIDs(t, testID, third)
+	if got := s.Agents(t); len(got) != 1 || got[0].SPIFFEID() != a.ID {
+		t.Errorf("agents after reconnecting: %+v, want only %s (no re-attestation)", got, a.ID)
 	}
 }
 

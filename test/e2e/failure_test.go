@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plinth-id/plinth/test/harness"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -22,12 +23,12 @@ import (
 // TestWorkloadAPIRefusals: the Workload API refuses calls without the
 // security header, and callers no entry selects.
 func TestWorkloadAPIRefusals(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, helperID, helperSelectors()...) // and none for this process
-	a := s.startAgent(t, "5s")
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, helperID, helperSelectors()...) // and none for this process
+	a := s.StartAgent(t, 5*time.Second)
 	// The agent has synced once the helper gets its SVID.
-	err := eventually(15*time.Second, func() error {
-		stdout, stderr, err := runCmd(bin.workload, "-socket", a.socket, "-mode", "fetch")
+	err := harness.Eventually(15*time.Second, func() error {
+		stdout, stderr, err := harness.Exec(bin.workload, "-socket", a.Socket, "-mode", "fetch")
 		if got, want := strings.TrimSpace(stdout), "svid "+helperID.String(); err != nil || got != want {
 			return fmt.Errorf("helper fetch: %v: %q %q, want %q", err, got, strings.TrimSpace(stderr), want)
 		}
@@ -40,7 +41,7 @@ func TestWorkloadAPIRefusals(t *testing.T) {
 	defer cancel()
 
 	t.Run("NoSecurityHeader", func(t *testing.T) {
-		conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient("unix://"+a.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,13 +93,13 @@ func TestWorkloadAPIRefusals(t *testing.T) {
 	})
 
 	t.Run("UnregisteredCaller", func(t *testing.T) {
-		_, err := workloadapi.FetchX509SVID(ctx, a.addr())
+		_, err := workloadapi.FetchX509SVID(ctx, a.Addr())
 		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
-		_, err = workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud"}, a.addr())
+		_, err = workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "aud"}, a.Addr())
 		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
-		_, err = workloadapi.FetchX509Bundles(ctx, a.addr())
+		_, err = workloadapi.FetchX509Bundles(ctx, a.Addr())
 		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
-		_, err = workloadapi.FetchJWTBundles(ctx, a.addr())
+		_, err = workloadapi.FetchJWTBundles(ctx, a.Addr())
 		wantStatus(t, err, codes.PermissionDenied, "no identity issued")
 	})
 }
@@ -106,9 +107,9 @@ func TestWorkloadAPIRefusals(t *testing.T) {
 // TestEntryCreateInvalid: entry create refuses malformed entries with a
 // clear message and creates nothing.
 func TestEntryCreateInvalid(t *testing.T) {
-	s := startServer(t)
+	s := harness.StartServer(t, bin.dir)
 	valid := func(extra ...string) []string {
-		return append([]string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix:uid:0"}, extra...)
+		return append([]string{"-parentID", harness.NodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix:uid:0"}, extra...)
 	}
 	tests := []struct {
 		name string
@@ -116,11 +117,11 @@ func TestEntryCreateInvalid(t *testing.T) {
 		want string // all of stderr
 	}{{
 		name: "SPIFFE ID without scheme",
-		args: []string{"-parentID", nodeID, "-spiffeID", "example.org/wl", "-selector", "unix:uid:0"},
+		args: []string{"-parentID", harness.NodeID, "-spiffeID", "example.org/wl", "-selector", "unix:uid:0"},
 		want: `Error: invalid -spiffeID "example.org/wl": scheme is missing or invalid`,
 	}, {
 		name: "SPIFFE ID of another trust domain",
-		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://other.org/wl", "-selector", "unix:uid:0"},
+		args: []string{"-parentID", harness.NodeID, "-spiffeID", "spiffe://other.org/wl", "-selector", "unix:uid:0"},
 		want: `Error: failed to create the following entry (code: InvalidArgument, msg: "failed to convert entry: invalid spiffe_id: \"spiffe://other.org/wl\" is not a member of trust domain \"example.org\""): spiffe://other.org/wl`,
 	}, {
 		name: "invalid parent ID",
@@ -128,11 +129,11 @@ func TestEntryCreateInvalid(t *testing.T) {
 		want: `Error: invalid -parentID "spiffe://example.org/a b": path segment characters are limited to letters, numbers, dots, dashes, and underscores`,
 	}, {
 		name: "selector without value",
-		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix"},
+		args: []string{"-parentID", harness.NodeID, "-spiffeID", "spiffe://example.org/wl", "-selector", "unix"},
 		want: `Error: invalid -selector "unix": want type:value (e.g. unix:uid:1000)`,
 	}, {
 		name: "no selector",
-		args: []string{"-parentID", nodeID, "-spiffeID", "spiffe://example.org/wl"},
+		args: []string{"-parentID", harness.NodeID, "-spiffeID", "spiffe://example.org/wl"},
 		want: `Error: at least one -selector is required`,
 	}, {
 		name: "negative X509-SVID TTL",
@@ -145,23 +146,23 @@ func TestEntryCreateInvalid(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := s.entryCount(t)
-			stdout, stderr, err := s.cli("entry create", tt.args...)
+			before := s.EntryCount(t)
+			stdout, stderr, err := s.CLI("entry create", tt.args...)
 			if err == nil {
 				t.Errorf("entry create succeeded:\n%s", stdout)
 			}
 			if got := strings.TrimSpace(stderr); got != tt.want {
 				t.Errorf("stderr:\n%s\nwant:\n%s", got, tt.want)
 			}
-			if after := s.entryCount(t); after != before {
+			if after := s.EntryCount(t); after != before {
 				t.Errorf("entry count %d after a refused create, was %d", after, before)
 			}
 		})
 	}
 	// The count does count: a valid entry adds one.
-	before := s.entryCount(t)
-	s.createEntry(t, testID, "unix:uid:0")
-	if after := s.entryCount(t); after != before+1 {
+	before := s.EntryCount(t)
+	s.CreateEntry(t, testID, "unix:uid:0")
+	if after := s.EntryCount(t); after != before+1 {
 		t.Errorf("entry count %d after a valid create, was %d", after, before)
 	}
 }
@@ -169,29 +170,29 @@ func TestEntryCreateInvalid(t *testing.T) {
 // TestJoinTokenReuse: a join token attests one agent; a second agent with
 // the same token fails to start and says why.
 func TestJoinTokenReuse(t *testing.T) {
-	s := startServer(t)
-	token, _ := s.joinToken(t, 600)
-	first := s.newAgent(t, "5s")
-	first.startReady(t, token)
+	s := harness.StartServer(t, bin.dir)
+	token, _ := s.JoinToken(t, 10*time.Minute)
+	first := s.NewAgent(t, 5*time.Second)
+	first.StartReady(t, token)
 	waitAgents(t, s, 1)
 
-	second := s.newAgent(t, "5s")
-	p := second.start(t, token)
+	second := s.NewAgent(t, 5*time.Second)
+	p := second.Start(t, token)
 	wantAgentExit(t, p, "Error: agent: node attestation with join_token failed: ", "join token does not exist or has already been used")
-	if got := s.agents(t); len(got) != 1 || got[0].spiffeID() != first.id {
-		t.Errorf("agents: %+v, want only the first agent %s", got, first.id)
+	if got := s.Agents(t); len(got) != 1 || got[0].SPIFFEID() != first.ID {
+		t.Errorf("agents: %+v, want only the first agent %s", got, first.ID)
 	}
 }
 
 // TestJoinTokenExpired: an agent presenting an expired token fails to start.
 func TestJoinTokenExpired(t *testing.T) {
-	s := startServer(t)
-	token, expires := s.joinToken(t, 1)
-	a := s.newAgent(t, "5s")
+	s := harness.StartServer(t, bin.dir)
+	token, expires := s.JoinToken(t, time.Second)
+	a := s.NewAgent(t, 5*time.Second)
 	<-time.After(time.Until(expires)) // expired at or before now, per the server
-	p := a.start(t, token)
+	p := a.Start(t, token)
 	wantAgentExit(t, p, "Error: agent: node attestation with join_token failed: ", "join token expired")
-	if got := s.agents(t); len(got) != 0 {
+	if got := s.Agents(t); len(got) != 0 {
 		t.Errorf("agents: %+v, want none", got)
 	}
 }
@@ -199,19 +200,19 @@ func TestJoinTokenExpired(t *testing.T) {
 // TestAgentBanned: a banned agent is refused at its next sync, deletes its
 // SVID (so a restart cannot reuse it) and exits saying it is banned.
 func TestAgentBanned(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	a := s.startAgent(t, "1s")
-	a.waitSVIDs(t, testID)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.StartAgent(t, time.Second)
+	a.WaitSVIDs(t, testID)
 
-	s.mustCLI(t, "agent ban", "-spiffeID", a.id)
+	s.MustCLI(t, "agent ban", "-spiffeID", a.ID)
 	start := time.Now()
-	wantAgentExit(t, a.proc, "Error: ", a.id, "banned")
+	wantAgentExit(t, a.Proc, "Error: ", a.ID, "banned")
 	t.Logf("agent exited %s after the ban", time.Since(start).Round(time.Millisecond))
-	if _, err := os.Stat(filepath.Join(a.dataDir, "agent-svid.json")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(a.DataDir, "agent-svid.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("banned agent's agent-svid.json: %v, want it deleted", err)
 	}
-	if got := s.agents(t); len(got) != 1 || !got[0].Banned {
+	if got := s.Agents(t); len(got) != 1 || !got[0].Banned {
 		t.Errorf("agents: %+v, want the one agent, banned", got)
 	}
 }
@@ -220,16 +221,16 @@ func TestAgentBanned(t *testing.T) {
 // SPIRE agents do, attests again; its join token is spent, so it exits
 // saying so.
 func TestAgentEvicted(t *testing.T) {
-	s := startServer(t)
-	s.createEntry(t, testID, selfSelectors(t)...)
-	a := s.startAgent(t, "1s")
-	a.waitSVIDs(t, testID)
+	s := harness.StartServer(t, bin.dir)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.StartAgent(t, time.Second)
+	a.WaitSVIDs(t, testID)
 
-	s.mustCLI(t, "agent evict", "-spiffeID", a.id)
+	s.MustCLI(t, "agent evict", "-spiffeID", a.ID)
 	start := time.Now()
-	wantAgentExit(t, a.proc, "Error: agent: node attestation with join_token failed: ", "join token does not exist or has already been used")
+	wantAgentExit(t, a.Proc, "Error: agent: node attestation with join_token failed: ", "join token does not exist or has already been used")
 	t.Logf("agent exited %s after the eviction", time.Since(start).Round(time.Millisecond))
-	if got := s.agents(t); len(got) != 0 {
+	if got := s.Agents(t); len(got) != 0 {
 		t.Errorf("agents: %+v, want none", got)
 	}
 }
@@ -237,14 +238,16 @@ func TestAgentEvicted(t *testing.T) {
 // TestAgentCorruptDataDir: an agent whose saved SVID is garbage refuses to
 // start and names the file.
 func TestAgentCorruptDataDir(t *testing.T) {
-	s := startServer(t)
-	a := s.newAgent(t, "5s")
-	path := filepath.Join(a.dataDir, "agent-svid.json")
-	writeFile(t, path, "garbage{")
-	token, _ := s.joinToken(t, 600)
-	p := a.start(t, token)
+	s := harness.StartServer(t, bin.dir)
+	a := s.NewAgent(t, 5*time.Second)
+	path := filepath.Join(a.DataDir, "agent-svid.json")
+	if err := os.WriteFile(path, []byte("garbage{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token, _ := s.JoinToken(t, 10*time.Minute)
+	p := a.Start(t, token)
 	wantAgentExit(t, p, "Error: agent: agent data "+path+" is corrupt (not valid JSON: ")
-	if got := s.agents(t); len(got) != 0 {
+	if got := s.Agents(t); len(got) != 0 {
 		t.Errorf("agents: %+v, want none (the token must stay unused)", got)
 	}
 }
@@ -252,8 +255,8 @@ func TestAgentCorruptDataDir(t *testing.T) {
 // TestServerMalformedConfig: plinth-server run refuses a config with an
 // unknown key and names its file and line.
 func TestServerMalformedConfig(t *testing.T) {
-	s := newServer(t, "    bogus_key = \"x\"\n")
-	data, err := os.ReadFile(s.config)
+	s := harness.NewServer(t, bin.dir, "    bogus_key = \"x\"\n")
+	data, err := os.ReadFile(s.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,21 +266,21 @@ func TestServerMalformedConfig(t *testing.T) {
 			line = i + 1
 		}
 	}
-	p := startProc(t, "plinth-server (bad config)", bin.server, "run", "-config", s.config)
-	if code := p.waitExit(t, 10*time.Second); code == 0 {
+	p := s.Start(t)
+	if code := p.WaitExit(t, 10*time.Second); code == 0 {
 		t.Fatal("plinth-server run exited 0 with an unknown key in its config")
 	}
-	want := fmt.Sprintf(`Error: %s:%d: unknown key "bogus_key" in server block`, s.config, line)
-	if got := errorLine(p.out.String()); got != want {
+	want := fmt.Sprintf(`Error: %s:%d: unknown key "bogus_key" in server block`, s.Config, line)
+	if got := errorLine(p.Output()); got != want {
 		t.Errorf("error line:\n%s\nwant:\n%s", got, want)
 	}
 }
 
 // waitAgents waits until the server lists n agents.
-func waitAgents(t *testing.T, s *server, n int) {
+func waitAgents(t *testing.T, s *harness.Server, n int) {
 	t.Helper()
-	err := eventually(15*time.Second, func() error {
-		if got := s.agents(t); len(got) != n {
+	err := harness.Eventually(15*time.Second, func() error {
+		if got := s.Agents(t); len(got) != n {
 			return fmt.Errorf("%d agents, want %d", len(got), n)
 		}
 		return nil
@@ -290,20 +293,20 @@ func waitAgents(t *testing.T, s *server, n int) {
 // wantAgentExit waits for an agent to exit on its own with a non-zero
 // status, its "Error:" line starting with prefix and containing each of
 // contains.
-func wantAgentExit(t *testing.T, p *proc, prefix string, contains ...string) {
+func wantAgentExit(t *testing.T, p *harness.Process, prefix string, contains ...string) {
 	t.Helper()
-	code := p.waitExit(t, 20*time.Second)
-	line := errorLine(p.out.String())
-	t.Logf("%s exited with status %d: %s", p.name, code, line)
+	code := p.WaitExit(t, 20*time.Second)
+	line := errorLine(p.Output())
+	t.Logf("%s exited with status %d: %s", p.Name, code, line)
 	if code == 0 {
-		t.Errorf("%s exited with status 0, want non-zero", p.name)
+		t.Errorf("%s exited with status 0, want non-zero", p.Name)
 	}
 	if !strings.HasPrefix(line, prefix) {
-		t.Errorf("%s error line:\n%s\nwant it to start with:\n%s", p.name, line, prefix)
+		t.Errorf("%s error line:\n%s\nwant it to start with:\n%s", p.Name, line, prefix)
 	}
 	for _, c := range contains {
 		if !strings.Contains(line, c) {
-			t.Errorf("%s error line:\n%s\nwant it to contain %q", p.name, line, c)
+			t.Errorf("%s error line:\n%s\nwant it to contain %q", p.Name, line, c)
 		}
 	}
 }

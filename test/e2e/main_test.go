@@ -3,14 +3,16 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/plinth-id/plinth/test/harness"
 )
 
-// bin holds the paths of the binaries TestMain built.
+// bin holds what TestMain built: the directory of the Plinth binaries and
+// the path of the helper workload.
 var bin struct {
-	server, agent, workload string
+	dir, workload string
 }
 
 func TestMain(m *testing.M) {
@@ -32,16 +34,13 @@ func run(m *testing.M) int {
 }
 
 // build compiles the two Plinth binaries and the helper workload into dir.
-// Paths are relative to this package's directory, where go test runs us.
+// The helper's path is relative to this package's directory, where go test
+// runs us.
 func build(dir string) error {
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"../../cmd/plinth-server", "../../cmd/plinth-agent", "./testdata/workload")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build: %w", err)
+	if err := harness.Build(dir, "./testdata/workload"); err != nil {
+		return err
 	}
-	bin.server = filepath.Join(dir, "plinth-server")
-	bin.agent = filepath.Join(dir, "plinth-agent")
+	bin.dir = dir
 	// The agent sees the helper by the path the kernel reports, which has
 	// no symlinks.
 	w, err := filepath.EvalSymlinks(filepath.Join(dir, "workload"))
