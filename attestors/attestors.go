@@ -9,6 +9,7 @@ package attestors
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"sort"
@@ -77,6 +78,10 @@ type Result struct {
 	CanReattest bool
 	// Evidence is a human-readable summary kept for audit and `agent show`.
 	Evidence map[string]string
+	// BoundKey, when set, is the only public key the agent SVID may
+	// certify: the attestor proved the key lives in the attested hardware
+	// (TPM2_Certify), so the server refuses a CSR for any other key.
+	BoundKey crypto.PublicKey
 }
 
 // ErrRejected marks an attestation that was refused because the evidence did
@@ -92,8 +97,10 @@ func Rejectf(format string, args ...any) error {
 type AgentAttestor interface {
 	// Name is the attestation type on the wire; it matches the server half.
 	Name() string
-	// Payload returns the first message of the attestation.
-	Payload(ctx context.Context) ([]byte, error)
+	// Payload returns the first message of the attestation. agentKey is the
+	// key the agent SVID will certify; an attestor that binds the SVID to
+	// hardware (tpm) proves where that key lives.
+	Payload(ctx context.Context, agentKey crypto.Signer) ([]byte, error)
 	// Respond answers one challenge from the server half.
 	Respond(ctx context.Context, challenge []byte) ([]byte, error)
 }

@@ -26,7 +26,7 @@ type SVID struct {
 // Attest runs one attestation with a over conn and returns the agent SVID
 // for key.
 func Attest(ctx context.Context, conn grpc.ClientConnInterface, a attestors.AgentAttestor, key crypto.Signer) (*SVID, error) {
-	payload, err := a.Payload(ctx)
+	payload, err := a.Payload(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("attest: could not build %s evidence: %w", a.Name(), err)
 	}

@@ -7,6 +7,7 @@ package jointoken
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"strings"
 
@@ -67,7 +68,7 @@ type Agent struct{ Token string }
 
 func (a *Agent) Name() string { return Name }
 
-func (a *Agent) Payload(ctx context.Context) ([]byte, error) {
+func (a *Agent) Payload(ctx context.Context, _ crypto.Signer) ([]byte, error) {
 	if a.Token == "" {
 		return nil, errors.New("jointoken: no join token configured; pass -joinToken or set join_token in the agent config")
 	}

@@ -115,10 +115,10 @@ func TestAttestRedeemFails(t *testing.T) {
 
 func TestAgent(t *testing.T) {
 	ctx := t.Context()
-	if got, err := (&jointoken.Agent{Token: "tok"}).Payload(ctx); err != nil || string(got) != "tok" {
+	if got, err := (&jointoken.Agent{Token: "tok"}).Payload(ctx, nil); err != nil || string(got) != "tok" {
 		t.Errorf("Payload = %q, %v; want tok", got, err)
 	}
-	_, err := (&jointoken.Agent{}).Payload(ctx)
+	_, err := (&jointoken.Agent{}).Payload(ctx, nil)
 	if want := "jointoken: no join token configured; pass -joinToken or set join_token in the agent config"; err == nil || err.Error() != want {
 		t.Errorf("Payload without a token: error = %v, want %q", err, want)
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -97,6 +98,13 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	agentID := res.AgentID
 	if agentID.TrustDomain() != h.TrustDomain || !strings.HasPrefix(agentID.Path(), "/spire/agent/") {
 		return status.Errorf(codes.Internal, "attestor %q produced agent ID %q outside %s/spire/agent/", typ, agentID, h.TrustDomain.IDString())
+	}
+	if res.BoundKey != nil {
+		if k, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(res.BoundKey) {
+			reason := "the CSR is for a different key than the one the attestor proved"
+			h.audit(ctx, "attest", agentID.String(), "deny", reason, res.Evidence)
+			return status.Errorf(codes.PermissionDenied, "failed to attest: %s", reason)
+		}
 	}
 	chain, err := h.CA.SignX509SVID(ctx, ca.X509Params{ID: agentID, PublicKey: csr.PublicKey, TTL: h.AgentTTL})
 	if err != nil {

@@ -80,6 +80,16 @@ CREATE TABLE audit (
 
 CREATE INDEX audit_subject ON audit (subject, seq);
 `,
+	// 2: TPM endorsement keys enrolled by operators.
+	`
+CREATE TABLE tpm_enrollments (
+	ek_hash    TEXT PRIMARY KEY, -- hex SHA-256 of the EK public key (PKIX DER)
+	ek_public  BLOB,             -- PKIX DER, when enrolled from a key or certificate
+	ek_cert    BLOB,             -- DER, when enrolled from a certificate
+	comment    TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // migrate applies the missing steps of migrations, each in its own
