@@ -132,7 +132,7 @@ a.conf:9: unknown key "named_pipe_name" in experimental block`,
 }
 `,
 			want: `a.conf:9: more than one NodeAttestor: "join_token" (line 8) and "x509pop"; keep one
-a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows join_token)
+a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows join_token, tpm)
 a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
 		},
 		{
@@ -141,8 +141,8 @@ a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
     DataStore "sql" {}
 }
 `,
-			want: `a.conf:7: missing KeyManager plugin (want exactly one of: disk, memory)
-a.conf:7: missing NodeAttestor plugin (want exactly one of: join_token)
+			want: `a.conf:7: missing KeyManager plugin (want exactly one of: disk, memory, tpm)
+a.conf:7: missing NodeAttestor plugin (want exactly one of: join_token, tpm)
 a.conf:7: missing WorkloadAttestor plugin (want at least one of: unix)
 a.conf:8: unknown plugin type "DataStore" (Plinth knows KeyManager, NodeAttestor, WorkloadAttestor)`,
 		},

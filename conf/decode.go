@@ -353,6 +353,35 @@ func (b *block) stringList(key string) ([]string, []token.Pos) {
 	return vals, pos
 }
 
+// intList returns the whole numbers of the list written for key, and where
+// each one is written; pos is nil when the key is not written.
+func (b *block) intList(key string) ([]int64, []token.Pos) {
+	v := b.value(key)
+	if v == nil {
+		return nil, nil
+	}
+	list, ok := v.(*ast.ListType)
+	if !ok {
+		b.d.errorf(v.Pos(), "%s: want a list of numbers, got %s", key, kindOf(v))
+		return nil, []token.Pos{}
+	}
+	vals, pos := []int64{}, []token.Pos{}
+	for _, n := range list.List {
+		lit, ok := n.(*ast.LiteralType)
+		if !ok || lit.Token.Type != token.NUMBER {
+			b.d.errorf(n.Pos(), "%s: want a whole number, got %s", key, kindOf(n))
+			continue
+		}
+		x, err := strconv.ParseInt(lit.Token.Text, 0, 64)
+		if err != nil {
+			b.d.errorf(n.Pos(), "%s: %s is not a whole number", key, lit.Token.Text)
+			continue
+		}
+		vals, pos = append(vals, x), append(pos, n.Pos())
+	}
+	return vals, pos
+}
+
 // stringValue returns the string literal n, reporting anything else.
 func (d *decoder) stringValue(key string, n ast.Node) (string, bool) {
 	if lit, ok := n.(*ast.LiteralType); ok {

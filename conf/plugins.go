@@ -54,6 +54,28 @@ type UnixWorkloadAttestor struct {
 	WorkloadSizeLimit    int64 // largest binary hashed for unix:sha256; 0: no limit, negative: never hash
 }
 
+// TPMNodeAttestor is the server's NodeAttestor "tpm".
+type TPMNodeAttestor struct {
+	EKCAPath   string // PEM bundle of manufacturer CAs (roots and intermediates)
+	Enrollment string // ek_cert (default), enrolled, either or both
+	PCRs       []int  // PCRs quoted in every active bank; default 0-7
+}
+
+// AgentTPMNodeAttestor is the agent's NodeAttestor "tpm": exactly one of
+// DevicePath, SWTPMSocket and Simulator says which TPM to use.
+type AgentTPMNodeAttestor struct {
+	DevicePath  string // default /dev/tpmrm0
+	SWTPMSocket string // swtpm's data channel (unix socket)
+	Simulator   string // state file of the in-process simulator: development only
+	AKAlg       string // ecc-p256 (default) or rsa-2048
+}
+
+// TPMKeyManager is the agent's KeyManager "tpm": the agent key lives in the
+// TPM of NodeAttestor "tpm"; its wrapped blobs are kept in Directory.
+type TPMKeyManager struct {
+	Directory string
+}
+
 // settingsFunc decodes a plugin's plugin_data block into its settings type.
 // It reports problems through the block and returns the settings anyway.
 type settingsFunc func(data *block) any
@@ -84,6 +106,7 @@ var serverPlugins = map[string]pluginKind{
 	}},
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
+		"tpm":        decodeTPMNodeAttestor,
 	}},
 }
 
@@ -91,10 +114,12 @@ var serverPlugins = map[string]pluginKind{
 var agentPlugins = map[string]pluginKind{
 	"NodeAttestor": {exactlyOne, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
+		"tpm":        decodeAgentTPMNodeAttestor,
 	}},
 	"KeyManager": {exactlyOne, map[string]settingsFunc{
 		"disk":   decodeAgentDiskKeyManager,
 		"memory": func(*block) any { return MemoryKeyManager{} },
+		"tpm":    func(b *block) any { return TPMKeyManager{Directory: b.requiredString("directory")} },
 	}},
 	"WorkloadAttestor": {oneOrMore, map[string]settingsFunc{
 		"unix": decodeUnixWorkloadAttestor,
@@ -108,6 +133,57 @@ func decodeSQLDataStore(b *block) any {
 			s.DatabaseType = t
 		} else {
 			b.d.errorf(pos, `database_type: %q is not supported; use "sqlite3" (postgres support comes later)`, t)
+		}
+	}
+	return s
+}
+
+func decodeTPMNodeAttestor(b *block) any {
+	s := TPMNodeAttestor{EKCAPath: b.string("ek_ca_path", ""), Enrollment: "ek_cert", PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}}
+	if m, pos, ok := b.str("enrollment"); ok {
+		switch m {
+		case "ek_cert", "enrolled", "either", "both":
+			s.Enrollment = m
+		default:
+			b.d.errorf(pos, "enrollment: %q is not a mode; want ek_cert, enrolled, either or both", m)
+		}
+	}
+	if s.Enrollment != "enrolled" && s.EKCAPath == "" {
+		b.d.errorf(b.pos, "enrollment %q trusts EK certificates, so ek_ca_path is required (a PEM bundle of TPM manufacturer CAs); or set enrollment = \"enrolled\"", s.Enrollment)
+	}
+	if pcrs, pos := b.intList("pcrs"); pos != nil {
+		s.PCRs = nil
+		for i, p := range pcrs {
+			if p < 0 || p > 23 {
+				b.d.errorf(pos[i], "pcrs: PCR %d is out of range (0-23)", p)
+				continue
+			}
+			s.PCRs = append(s.PCRs, int(p))
+		}
+	}
+	return s
+}
+
+func decodeAgentTPMNodeAttestor(b *block) any {
+	s := AgentTPMNodeAttestor{DevicePath: b.string("device_path", ""), SWTPMSocket: b.string("swtpm_socket", ""), Simulator: b.string("simulator", ""), AKAlg: "ecc-p256"}
+	n := 0
+	for _, v := range []string{s.DevicePath, s.SWTPMSocket, s.Simulator} {
+		if v != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		b.d.errorf(b.pos, "set only one of device_path, swtpm_socket and simulator")
+	}
+	if n == 0 {
+		s.DevicePath = "/dev/tpmrm0"
+	}
+	if a, pos, ok := b.str("ak_alg"); ok {
+		switch a {
+		case "ecc-p256", "rsa-2048":
+			s.AKAlg = a
+		default:
+			b.d.errorf(pos, "ak_alg: %q is not supported; want ecc-p256 or rsa-2048", a)
 		}
 	}
 	return s

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/enroll"
 	"github.com/plinth-id/plinth/notify"
 	"github.com/plinth-id/plinth/server/authz"
 	"github.com/plinth-id/plinth/server/ca"
@@ -51,6 +52,7 @@ func (h *Handlers) Register(s grpc.ServiceRegistrar) {
 	svidv1.RegisterSVIDServer(s, &svidServer{h: h})
 	bundlev1.RegisterBundleServer(s, &bundleServer{h: h})
 	s.RegisterService(&notify.ServiceDesc, &notifyServer{h: h})
+	s.RegisterService(&enroll.ServiceDesc, &enrollServer{h: h})
 }
 
 func (h *Handlers) now() time.Time {
@@ -107,6 +109,10 @@ var Methods = map[string]authz.Role{
 	"/spire.api.server.bundle.v1.Bundle/GetFederatedBundle":   authz.Admin | authz.Agent,
 
 	notify.WatchMethod: authz.Agent,
+
+	enroll.EnrollMethod:   authz.Admin,
+	enroll.UnenrollMethod: authz.Admin,
+	enroll.ListMethod:     authz.Admin,
 
 	"/grpc.health.v1.Health/Check": authz.Anyone,
 	"/grpc.health.v1.Health/Watch": authz.Anyone,
