@@ -127,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error {
 		for {
 			if st == nil {
-				if st, err = a.attest(gctx); err != nil {
+				if st, err = a.attest(gctx, "agent-svid-A"); err != nil {
 					return err
 				}
 			} else {
@@ -172,9 +172,8 @@ func deniedReason(err error, reason *types.PermissionDeniedDetails_Reason) bool 
 }
 
 // attest proves the node to the server and saves the agent SVID.
-func (a *Agent) attest(ctx context.Context) (*state, error) {
+func (a *Agent) attest(ctx context.Context, keyID string) (*state, error) {
 	log := a.c.Log
-	keyID := "agent-svid-A"
 	key, err := a.c.Keys.GenerateKey(ctx, keyID, hsm.ECP256)
 	if err != nil {
 		return nil, fmt.Errorf("agent: could not create agent key: %w", err)
@@ -282,7 +281,9 @@ func (a *Agent) renewOnce(ctx context.Context, st *state, c *client) (*state, er
 	}
 	var next *state
 	if st.Reattestable {
-		fresh, err := a.attest(ctx)
+		// Attest again with a fresh key in the other slot: a TPM node proves
+		// itself anew (fresh quote) at every renewal.
+		fresh, err := a.attest(ctx, keyID)
 		if err != nil {
 			return nil, err
 		}

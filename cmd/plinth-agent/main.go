@@ -7,8 +7,11 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -21,11 +24,15 @@ import (
 	"github.com/plinth-id/plinth/agent"
 	"github.com/plinth-id/plinth/attestors"
 	"github.com/plinth-id/plinth/attestors/jointoken"
+	"github.com/plinth-id/plinth/attestors/tpm/tpmagent"
 	"github.com/plinth-id/plinth/attestors/unix"
 	"github.com/plinth-id/plinth/conf"
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/hsm/disk"
 	"github.com/plinth-id/plinth/hsm/memory"
+	"github.com/plinth-id/plinth/hsm/tpmkeys"
+	"github.com/plinth-id/plinth/simulator"
+	"github.com/plinth-id/plinth/tpm"
 )
 
 type command struct {
@@ -100,11 +107,18 @@ func runAgent(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	na, err := newNodeAttestor(cfg)
+	dev, closeTPM, err := openTPM(cfg, log)
 	if err != nil {
 		return err
 	}
-	keys, err := newKeyManager(cfg.KeyManager)
+	if closeTPM != nil {
+		defer closeTPM.Close()
+	}
+	na, err := newNodeAttestor(cfg, dev)
+	if err != nil {
+		return err
+	}
+	keys, err := newKeyManager(cfg.KeyManager, dev)
 	if err != nil {
 		return err
 	}
@@ -139,20 +153,51 @@ func runAgent(ctx context.Context, args []string) error {
 // The implementations this binary knows, chosen by the names in the config.
 // This is the only place they are named.
 
-func newNodeAttestor(cfg *conf.Agent) (attestors.AgentAttestor, error) {
-	switch cfg.NodeAttestor.Settings.(type) {
+// openTPM opens the TPM NodeAttestor "tpm" names, or returns nil.
+// The TPM is closed by closing the returned io.Closer.
+func openTPM(cfg *conf.Agent, log *slog.Logger) (*tpm.TPM, io.Closer, error) {
+	s, ok := cfg.NodeAttestor.Settings.(conf.AgentTPMNodeAttestor)
+	if !ok {
+		if _, tpmKeys := cfg.KeyManager.Settings.(conf.TPMKeyManager); tpmKeys {
+			return nil, nil, errors.New(`KeyManager "tpm" needs NodeAttestor "tpm" (they share the TPM)`)
+		}
+		return nil, nil, nil
+	}
+	switch {
+	case s.Simulator != "":
+		log.Warn("using the in-process TPM SIMULATOR: for development only, it proves nothing about this machine", "state_file", s.Simulator)
+		sim, err := simulator.OpenInProcess(s.Simulator)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sim.TPM, sim, nil
+	case s.SWTPMSocket != "":
+		t, err := tpm.OpenSocket("unix", s.SWTPMSocket)
+		return t, t, err
+	default:
+		t, err := tpm.OpenDevice(s.DevicePath)
+		return t, t, err
+	}
+}
+
+func newNodeAttestor(cfg *conf.Agent, dev *tpm.TPM) (attestors.AgentAttestor, error) {
+	switch s := cfg.NodeAttestor.Settings.(type) {
 	case conf.JoinTokenNodeAttestor:
 		return &jointoken.Agent{Token: cfg.JoinToken}, nil
+	case conf.AgentTPMNodeAttestor:
+		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg)})
 	}
 	return nil, fmt.Errorf("NodeAttestor %q is not supported", cfg.NodeAttestor.Name)
 }
 
-func newKeyManager(p conf.Plugin) (hsm.KeyManager, error) {
+func newKeyManager(p conf.Plugin, dev *tpm.TPM) (hsm.KeyManager, error) {
 	switch s := p.Settings.(type) {
 	case conf.AgentDiskKeyManager:
 		return disk.New(filepath.Join(s.Directory, "keys.json"))
 	case conf.MemoryKeyManager:
 		return memory.New(), nil
+	case conf.TPMKeyManager:
+		return tpmkeys.New(dev, s.Directory)
 	}
 	return nil, fmt.Errorf("KeyManager %q is not supported", p.Name)
 }

@@ -12,12 +12,14 @@ import (
 
 	"github.com/plinth-id/plinth/attestors"
 	"github.com/plinth-id/plinth/attestors/jointoken"
+	tpmattestor "github.com/plinth-id/plinth/attestors/tpm"
 	"github.com/plinth-id/plinth/conf"
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/hsm/disk"
 	"github.com/plinth-id/plinth/hsm/memory"
 	"github.com/plinth-id/plinth/server"
 	"github.com/plinth-id/plinth/server/datastore"
+	"github.com/plinth-id/plinth/tpm/verify"
 )
 
 func runServer(ctx context.Context, args []string) error {
@@ -104,11 +106,31 @@ func newNodeAttestors(cfg *conf.Server, store *datastore.Store) ([]attestors.Nod
 		switch p.Settings.(type) {
 		case conf.JoinTokenNodeAttestor:
 			out = append(out, jointoken.NewServer(cfg.TrustDomain, redeemJoinToken(store)))
+		case conf.TPMNodeAttestor:
+			na, err := newTPMAttestor(cfg, p.Settings.(conf.TPMNodeAttestor), store)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, na)
 		default:
 			return nil, fmt.Errorf("NodeAttestor %q is not supported", p.Name)
 		}
 	}
 	return out, nil
+}
+
+func newTPMAttestor(cfg *conf.Server, s conf.TPMNodeAttestor, store *datastore.Store) (*tpmattestor.Server, error) {
+	c := tpmattestor.ServerConfig{TrustDomain: cfg.TrustDomain, Mode: tpmattestor.Mode(s.Enrollment), PCRs: s.PCRs, Enrolled: store.Enrolled}
+	if s.EKCAPath != "" {
+		pemBundle, err := os.ReadFile(s.EKCAPath)
+		if err != nil {
+			return nil, fmt.Errorf("NodeAttestor \"tpm\": could not read ek_ca_path: %w", err)
+		}
+		if c.EKCerts, err = verify.LoadEKVerifier(pemBundle); err != nil {
+			return nil, fmt.Errorf("NodeAttestor \"tpm\": ek_ca_path %s: %w", s.EKCAPath, err)
+		}
+	}
+	return tpmattestor.NewServer(c)
 }
 
 // redeemJoinToken adapts the datastore's token table to the join_token attestor.

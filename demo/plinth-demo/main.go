@@ -1,9 +1,10 @@
 // Command plinth-demo is `make demo`: it starts a Plinth server and agent in
-// a temporary directory on embedded defaults (SQLite, keys on disk), attests
-// the agent with a join token, registers two workloads running as different
-// users, and shows them getting X509- and JWT-SVIDs and talking over mTLS,
-// each authorizing the other by SPIFFE ID. It explains each step and removes
-// everything it started and wrote.
+// a temporary directory on embedded defaults (SQLite, keys on disk, the
+// in-process TPM simulator with a test manufacturer CA), attests the node by
+// its TPM, registers two workloads running as different users, and shows
+// them getting X509- and JWT-SVIDs and talking over mTLS, each authorizing
+// the other by SPIFFE ID. It explains each step and removes everything it
+// started and wrote.
 package main
 
 import (
@@ -22,6 +23,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/plinth-id/plinth/simulator"
+	"github.com/plinth-id/plinth/tpm/verify"
 )
 
 const td = "example.org"
@@ -31,6 +35,9 @@ type demo struct {
 	serverSock string
 	agentSock  string
 	port       int
+	tpmState   string // the simulator's state file: its seed and manufacturer CA
+	tpmCA      string // the manufacturer CA bundle the server trusts
+	ekHash     string
 	procs      []*exec.Cmd
 	logs       map[string]*bytes.Buffer
 }
@@ -106,9 +113,16 @@ func note(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) 
 func (d *demo) run(ctx context.Context) error {
 	fmt.Printf("Plinth demo: a server, an agent and two workloads, in %s\n", d.dir)
 
-	step("Starting plinth-server (trust domain %s, SQLite datastore, CA keys on disk)", td)
+	step("Preparing the node's TPM: the in-process simulator, with an EK certificate from a test manufacturer CA")
+	if err := d.prepareTPM(); err != nil {
+		return err
+	}
+	note("EK %s (SHA-256 of the endorsement key: the node's identity)", d.ekHash)
+	note("manufacturer CA for the server: %s", d.tpmCA)
+
+	step("Starting plinth-server (trust domain %s, SQLite datastore, CA keys on disk, TPM attestation)", td)
 	serverConf := filepath.Join(d.dir, "server.conf")
-	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, d.dir)), 0o600); err != nil {
+	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, d.dir, d.tpmCA)), 0o600); err != nil {
 		return err
 	}
 	if err := d.start("server", filepath.Join(d.bin, "plinth-server"), "run", "-config", serverConf); err != nil {
@@ -131,15 +145,9 @@ func (d *demo) run(ctx context.Context) error {
 	note("wrote %s (the server's self-signed CA)", bundlePath)
 
 	nodeID := "spiffe://" + td + "/demo-node"
-	step("Creating a single-use join token for the node, aliased to %s", nodeID)
-	out, err := d.admin(ctx, "token", "generate", "-spiffeID", nodeID, "-ttl", "300")
-	if err != nil {
-		return err
-	}
-	token := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Token:"))
-	note("token %s…", token[:8])
-
-	step("Registering two workloads under the node")
+	step("Registering the node by its TPM endorsement key, and two workloads under it")
+	d.admin(ctx, "entry", "create", "-node", "-spiffeID", nodeID, "-selector", "tpm:ek_hash:"+d.ekHash)
+	note("%s  for the node whose TPM has EK %s…", nodeID, d.ekHash[:16])
 	sel := d.selectors()
 	for _, w := range []struct{ name, selector string }{{"frontend", sel[0]}, {"backend", sel[1]}} {
 		if _, err := d.admin(ctx, "entry", "create", "-parentID", nodeID, "-spiffeID", "spiffe://"+td+"/"+w.name, "-selector", w.selector); err != nil {
@@ -148,38 +156,43 @@ func (d *demo) run(ctx context.Context) error {
 		note("spiffe://%s/%s  for processes with selector %s", td, w.name, w.selector)
 	}
 
-	step("Starting plinth-agent; it attests the node with the join token")
+	step("Starting plinth-agent; it attests the node with its TPM (no secret copied to it)")
 	agentConf := filepath.Join(d.dir, "agent.conf")
 	agentDir := filepath.Join(d.dir, "agent")
-	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf(agentConfig, agentDir, d.port, d.agentSock, bundlePath, td, agentDir)), 0o600); err != nil {
+	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf(agentConfig, agentDir, d.port, d.agentSock, bundlePath, td, d.tpmState, agentDir)), 0o600); err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := d.start("agent", filepath.Join(d.bin, "plinth-agent"), "run", "-config", agentConf, "-joinToken", token); err != nil {
+	if err := d.start("agent", filepath.Join(d.bin, "plinth-agent"), "run", "-config", agentConf); err != nil {
 		return err
 	}
 	if err := d.waitHealthy(ctx, "plinth-agent", d.agentSock); err != nil {
 		return err
 	}
-	agents, err := d.admin(ctx, "agent", "list", "-output", "json")
+	agentID := "spiffe://" + td + "/spire/agent/tpm/" + d.ekHash
+	shown, err := d.admin(ctx, "agent", "show", "-spiffeID", agentID, "-output", "json")
 	if err != nil {
 		return err
 	}
-	var list struct {
-		Agents []struct {
-			ID struct {
-				TrustDomain string `json:"trust_domain"`
-				Path        string `json:"path"`
-			} `json:"id"`
-			AttestationType string `json:"attestation_type"`
-		} `json:"agents"`
+	var agent struct {
+		Selectors []struct{ Type, Value string } `json:"selectors"`
 	}
-	if err := json.Unmarshal([]byte(agents), &list); err != nil || len(list.Agents) != 1 {
-		return fmt.Errorf("expected one attested agent, got %s", agents)
+	if err := json.Unmarshal([]byte(shown), &agent); err != nil {
+		return fmt.Errorf("agent show: %v: %s", err, shown)
 	}
-	a := list.Agents[0]
-	note("attested by %s in %s: agent ID spiffe://%s%s", a.AttestationType, time.Since(start).Round(time.Millisecond), a.ID.TrustDomain, a.ID.Path)
-	note("the token is now spent: a second node cannot use it")
+	note("attested in %s: agent ID %s", time.Since(start).Round(time.Millisecond), agentID)
+	note("checks passed: EK certificate chains to the manufacturer CA; the AK activated the")
+	note("server's credential (so it lives in the same TPM); the quote signed the server's nonce")
+	note("over PCRs 0-7; the AK certified the agent's TLS key, which never leaves the TPM")
+	pcrs := 0
+	for _, s := range agent.Selectors {
+		if strings.HasPrefix(s.Value, "pcr:") {
+			pcrs++
+			continue
+		}
+		note("selector %s:%s", s.Type, s.Value)
+	}
+	note("selector tpm:pcr:<bank>:<n>:<value> x %d (every quoted PCR)", pcrs)
 	note("Workload API on %s", d.agentSock)
 
 	step("Running the two workloads as different users; they fetch SVIDs and talk over mTLS")
@@ -194,6 +207,36 @@ func (d *demo) selectors() [2]string {
 		return [2]string{"unix:uid:1001", "unix:uid:1002"}
 	}
 	return [2]string{"unix:path:" + d.workloadBin("frontend"), "unix:path:" + d.workloadBin("backend")}
+}
+
+// prepareTPM creates the simulator's state (seed, manufacturer CA), writes
+// the CA for the server, and reads the EK the agent will present. The
+// simulator runs in this process only for this; the agent opens its own.
+func (d *demo) prepareTPM() error {
+	d.tpmState = filepath.Join(d.dir, "tpm-simulator.state")
+	d.tpmCA = filepath.Join(d.dir, "tpm-manufacturer-ca.pem")
+	caPEM, err := simulator.ManufacturerCAPEM(d.tpmState)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(d.tpmCA, caPEM, 0o644); err != nil {
+		return err
+	}
+	sim, err := simulator.OpenInProcess(d.tpmState)
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	ek, err := sim.EK(context.Background())
+	if err != nil {
+		return err
+	}
+	pub, err := verify.ParsePublic(ek.Public)
+	if err != nil {
+		return err
+	}
+	d.ekHash, err = verify.EKHash(pub)
+	return err
 }
 
 func (d *demo) workloadBin(name string) string { return filepath.Join(d.dir, name) }
@@ -337,7 +380,7 @@ const serverConfig = `server {
 plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3"  connection_string = "%s/server/datastore.sqlite3" } }
     KeyManager "disk" { plugin_data { keys_path = "%s/server/keys.json" } }
-    NodeAttestor "join_token" { plugin_data {} }
+    NodeAttestor "tpm" { plugin_data { ek_ca_path = "%s"  enrollment = "ek_cert" } }
 }
 `
 
@@ -351,8 +394,8 @@ const agentConfig = `agent {
     trust_domain = "%s"
 }
 plugins {
-    NodeAttestor "join_token" { plugin_data {} }
-    KeyManager "disk" { plugin_data { directory = "%s" } }
+    NodeAttestor "tpm" { plugin_data { simulator = "%s" } }
+    KeyManager "tpm" { plugin_data { directory = "%s" } }
     WorkloadAttestor "unix" { plugin_data { discover_workload_path = true } }
 }
 `

@@ -85,6 +85,8 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s links %s: the agent must not link the server", name, dep)
 			case name == "hsm" || name == "attestors":
 				t.Errorf("%s imports %s: contract packages are leaves", name, dep)
+			case name == "cmd/plinth-server" && (under(dep, "simulator") || (under(dep, "tpm") && !under(dep, "tpm/verify"))):
+				t.Errorf("%s links %s: the server binary links only the pure TPM verifier", name, dep)
 			}
 		}
 		for _, imp := range p.Imports {
