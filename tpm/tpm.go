@@ -20,6 +20,9 @@ var ErrClosed = errors.New("tpm: TPM is closed")
 // take tens of seconds, so it is generous.
 const DefaultCommandTimeout = 2 * time.Minute
 
+// openTimeout bounds connecting to a socket TPM and its first commands.
+const openTimeout = 10 * time.Second
+
 // TPM is one TPM.
 //
 // A TPM is single-threaded: every method holds a lock for its whole
@@ -79,14 +82,18 @@ func OpenSocket(network, addr string) (*TPM, error) {
 		return nil, fmt.Errorf("tpm: open socket: network %q is not supported (use unix or tcp)", network)
 	}
 	c := &connTPM{network: network, addr: addr, timeout: DefaultCommandTimeout}
-	if err := c.dial(time.Now().Add(10 * time.Second)); err != nil {
-		return nil, fmt.Errorf("tpm: open socket %s %s: %w (is swtpm running, and is no other client connected? swtpm serves one client at a time)", network, addr, err)
+	// swtpm accepts a second connection but answers it only once the first
+	// client has gone: bound the first commands tightly.
+	c.limit = time.Now().Add(openTimeout)
+	if err := c.dial(c.limit); err != nil {
+		return nil, fmt.Errorf("tpm: open socket %s %s: %w (is swtpm running?)", network, addr, err)
 	}
 	t := New(c)
 	if err := t.flushStale(); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.limit = time.Time{}
 	return t, nil
 }
 

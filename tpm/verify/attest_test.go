@@ -151,6 +151,13 @@ func TestVerifyQuoteRejects(t *testing.T) {
 			err: q + "attestation is malformed"},
 		{name: "signed attestation with trailing bytes", attest: append(append([]byte(nil), goodBytes...), 1, 2, 3),
 			err: q + "attestation has trailing bytes"},
+		{name: "signed non-canonical attestation", attest: func() []byte {
+			b := bytes.Clone(goodBytes)
+			// magic, type, signer name, nonce, clock, resetCount, restartCount
+			safe := 4 + 2 + (2 + 34) + (2 + 32) + 8 + 4 + 4
+			b[safe] = 0xee // "yes", but not the way a TPM writes it
+			return b
+		}(), err: q + "attestation is not in canonical form"},
 		{name: "signed garbage", attest: bytes.Repeat([]byte{0xff}, 100),
 			err: q + "attestation is malformed"},
 		{name: "unsigned garbage", attest: []byte("garbage"), sig: []byte("garbage!"),
