@@ -250,7 +250,8 @@ func (a *Agent) watch(ctx context.Context, c *client, trigger chan<- struct{}) {
 func (a *Agent) renew(ctx context.Context, st *state, c *client) error {
 	for {
 		leaf := st.leaf()
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2))
+		// At half life, but never in a tight loop (a very short TTL).
+		wait := max(time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore)/2)), time.Second)
 		select {
 		case <-ctx.Done():
 			return nil

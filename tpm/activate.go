@@ -33,9 +33,9 @@ func (t *TPM) ActivateCredential(ctx context.Context, ek *EK, ak *Key, idObject,
 		return nil, err
 	}
 	defer flushAK()
-	ekH, ekPub, flushEK, err := t.loadEK(ek)
+	ekH, ekPub, flushEK, err := t.loadEK(op, ek)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: activate credential: %w", err)
+		return nil, err
 	}
 	defer flushEK()
 	auth, err := ekAuth(ekPub)
@@ -79,7 +79,7 @@ func ekAuth(pub *tpm2.TPMTPublic) (tpm2.Session, error) {
 	return tpm2.Policy(pub.NameAlg, 16, func(tr transport.TPM, h tpm2.TPMISHPolicy, nonceTPM tpm2.TPM2BNonce) error {
 		_, err := tpm2.PolicySecret{AuthHandle: tpm2.TPMRHEndorsement, PolicySession: h, NonceTPM: nonceTPM}.Execute(tr)
 		if err != nil {
-			return cmdErr("activate credential", "TPM2_PolicySecret(endorsement)", err)
+			return fmt.Errorf("TPM2_PolicySecret(endorsement): %w", err)
 		}
 		return nil
 	}), nil

@@ -51,15 +51,33 @@ func (c *connTPM) Send(cmd []byte) ([]byte, error) {
 			return nil, fmt.Errorf("reconnect to %s %s: %w", c.network, c.addr, err)
 		}
 	}
-	rsp, err := c.roundTrip(cmd, d)
-	if err != nil {
-		// The stream may hold part of a response now: never reuse it.
-		c.c.Close()
-		c.c = nil
-		return nil, err
+	for delay := time.Millisecond; ; delay *= 2 {
+		rsp, err := c.roundTrip(cmd, d)
+		if err != nil {
+			// The stream may hold part of a response now: never reuse it.
+			c.c.Close()
+			c.c = nil
+			return nil, err
+		}
+		// TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING mean the TPM did
+		// not start the command: send the same bytes again (as go-tpm's
+		// device transport does).
+		switch binary.BigEndian.Uint32(rsp[6:10]) {
+		case rcRetry, rcYielded, rcTesting:
+			if time.Now().Add(delay).Before(d) {
+				time.Sleep(delay)
+				continue
+			}
+		}
+		return rsp, nil
 	}
-	return rsp, nil
 }
+
+const (
+	rcYielded = 0x908
+	rcTesting = 0x90a
+	rcRetry   = 0x922
+)
 
 func (c *connTPM) roundTrip(cmd []byte, d time.Time) ([]byte, error) {
 	if err := c.c.SetDeadline(d); err != nil {

@@ -766,3 +766,116 @@ func TestOpenSocketFlushesLeftovers(t *testing.T) {
 		t.Errorf("%d transient objects after OpenSocket, want 0", n)
 	}
 }
+
+// TestEKP384 removes swtpm's RSA EK certificate, so that EK picks swtpm's ECC
+// P-384 EK (SHA-384 name algorithm, userWithAuth set), and activates a
+// credential with it.
+func TestEKP384(t *testing.T) {
+	if swtpmState == nil {
+		t.Skip("swtpm is not installed")
+	}
+	ctx := testContext(t)
+	sw, err := simulator.StartSWTPM(ctx, swtpmState, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Stop()
+	raw, err := linuxudstpm.Open(sw.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := tpm2.NVReadPublic{NVIndex: tpm.NVIndexRSAEKCert}.Execute(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (tpm2.NVUndefineSpace{AuthHandle: tpm2.TPMRHPlatform,
+		NVIndex: tpm2.NamedHandle{Handle: tpm.NVIndexRSAEKCert, Name: pr.NVName}}).Execute(raw); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := sw.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ek.CertIndex != tpm.NVIndexECCP384EKCert {
+		t.Fatalf("EK certificate from %#x, want the P-384 index", ek.CertIndex)
+	}
+	pub, _ := tpm2.Unmarshal[tpm2.TPMTPublic](ek.Public)
+	if p, err := pub.Parameters.ECCDetail(); err != nil || p.CurveID != tpm2.TPMECCNistP384 {
+		t.Fatalf("EK curve: %v", err)
+	}
+	ak, err := tp.CreateAK(ctx, tpm.AKECCP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("p-384 secret")
+	id, enc := makeCredential(t, ek, ak.Public, secret)
+	got, err := tp.ActivateCredential(ctx, ek, ak, id, enc)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("activation: %x, %v", got, err)
+	}
+}
+
+// TestEKWithoutCertificate removes every EK certificate and the persistent
+// RSA EK from swtpm: EK must fall back to the RSA EK from the default
+// template, without a certificate, and it must still activate credentials.
+func TestEKWithoutCertificate(t *testing.T) {
+	if swtpmState == nil {
+		t.Skip("swtpm is not installed")
+	}
+	ctx := testContext(t)
+	sw, err := simulator.StartSWTPM(ctx, swtpmState, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Stop()
+	raw, err := linuxudstpm.Open(sw.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []tpm2.TPMHandle{tpm.NVIndexRSAEKCert, tpm.NVIndexECCP384EKCert} {
+		pr, err := tpm2.NVReadPublic{NVIndex: idx}.Execute(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := (tpm2.NVUndefineSpace{AuthHandle: tpm2.TPMRHPlatform,
+			NVIndex: tpm2.NamedHandle{Handle: idx, Name: pr.NVName}}).Execute(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp, err := tpm2.ReadPublic{ObjectHandle: tpm.PersistentRSAEK}.Execute(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (tpm2.EvictControl{Auth: tpm2.TPMRHOwner, ObjectHandle: tpm2.NamedHandle{Handle: tpm.PersistentRSAEK, Name: rp.Name},
+		PersistentHandle: tpm.PersistentRSAEK}).Execute(raw); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := sw.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ek.Cert != nil || ek.CertIndex != 0 {
+		t.Errorf("EK certificate %d bytes from %#x, want none", len(ek.Cert), ek.CertIndex)
+	}
+	if !bytes.Equal(ek.Public, rp.OutPublic.Bytes()) {
+		t.Error("the RSA EK from the template is not swtpm's RSA EK")
+	}
+	ak, err := tp.CreateAK(ctx, tpm.AKECCP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, enc := makeCredential(t, ek, ak.Public, []byte("no cert"))
+	if got, err := tp.ActivateCredential(ctx, ek, ak, id, enc); err != nil || string(got) != "no cert" {
+		t.Fatalf("activation: %q, %v", got, err)
+	}
+}

@@ -34,6 +34,8 @@ const (
 	nvECCEKTemplate tpm2.TPMHandle = 0x01c0000c
 )
 
+const opEK = "read EK"
+
 // EK is a TPM's endorsement key: its public area and, when the manufacturer
 // provisioned one, its certificate.
 //
@@ -81,9 +83,9 @@ func (t *TPM) EK(ctx context.Context) (*EK, error) {
 	defer t.unlock()
 
 	// 1. ECC P-256.
-	cert, err := t.readNVIfPresent(NVIndexECCEKCert)
+	cert, err := t.readNVIfPresent(opEK, NVIndexECCEKCert)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: read ECC EK certificate: %w", err)
+		return nil, err
 	}
 	if cert != nil {
 		tmpl, err := t.ekTemplate(tpm2.ECCEKTemplate, nvECCEKTemplate, nvECCEKNonce)
@@ -93,22 +95,22 @@ func (t *TPM) EK(ctx context.Context) (*EK, error) {
 		return t.templateEK(tmpl, cert, NVIndexECCEKCert)
 	}
 	// 2. RSA-2048.
-	cert, err = t.readNVIfPresent(NVIndexRSAEKCert)
+	cert, err = t.readNVIfPresent(opEK, NVIndexRSAEKCert)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: read RSA EK certificate: %w", err)
+		return nil, err
 	}
 	if cert != nil {
 		return t.rsaEK(cert)
 	}
 	// 3. swtpm's ECC P-384.
-	cert, err = t.readNVIfPresent(NVIndexECCP384EKCert)
+	cert, err = t.readNVIfPresent(opEK, NVIndexECCP384EKCert)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: read ECC P-384 EK certificate: %w", err)
+		return nil, err
 	}
 	if cert != nil {
 		pub, _, err := t.readPublic(PersistentECCP384EK)
 		if err != nil {
-			return nil, fmt.Errorf("tpm: read EK: the ECC P-384 EK certificate exists but the EK at %#x cannot be read: %w", uint32(PersistentECCP384EK), err)
+			return nil, cmdErr(opEK, fmt.Sprintf("TPM2_ReadPublic(ECC P-384 EK at %#x, whose certificate exists)", uint32(PersistentECCP384EK)), err)
 		}
 		return &EK{Public: pub, Cert: cert, CertIndex: NVIndexECCP384EKCert, handle: ekHandle{persistent: PersistentECCP384EK}}, nil
 	}
@@ -132,37 +134,37 @@ func (t *TPM) rsaEK(cert []byte) (*EK, error) {
 		}
 		return t.templateEK(tmpl, cert, idx)
 	default:
-		return nil, fmt.Errorf("tpm: read EK: %w", err)
+		return nil, cmdErr(opEK, fmt.Sprintf("TPM2_ReadPublic(RSA EK at %#x)", uint32(PersistentRSAEK)), err)
 	}
 }
 
 // templateEK creates the EK from tmpl to learn its public area.
 func (t *TPM) templateEK(tmpl tpm2.TPMTPublic, cert []byte, idx tpm2.TPMHandle) (*EK, error) {
-	cp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(tmpl)}.Execute(t.tr)
+	h, pub, err := t.loadPrimary(opEK, tpm2.TPMRHEndorsement, tmpl)
 	if err != nil {
-		return nil, cmdErr("read EK", "TPM2_CreatePrimary(endorsement)", err)
+		return nil, err
 	}
-	t.flush(cp.ObjectHandle)
-	return &EK{Public: cp.OutPublic.Bytes(), Cert: cert, CertIndex: idx, handle: ekHandle{template: &tmpl}}, nil
+	t.flush(h.Handle)
+	return &EK{Public: pub, Cert: cert, CertIndex: idx, handle: ekHandle{template: &tmpl}}, nil
 }
 
 // ekTemplate returns def, or the template the manufacturer stored in NV
 // (with the nonce, if any, as the start of the unique field).
 func (t *TPM) ekTemplate(def tpm2.TPMTPublic, tmplIdx, nonceIdx tpm2.TPMHandle) (tpm2.TPMTPublic, error) {
-	b, err := t.readNVIfPresent(tmplIdx)
+	b, err := t.readNVIfPresent(opEK, tmplIdx)
 	if err != nil {
-		return def, fmt.Errorf("tpm: read EK template from NV %#x: %w", uint32(tmplIdx), err)
+		return def, err
 	}
 	if b == nil {
 		return def, nil
 	}
 	tmpl, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
 	if err != nil {
-		return def, fmt.Errorf("tpm: parse EK template in NV %#x: %w", uint32(tmplIdx), err)
+		return def, fmt.Errorf("tpm: %s: parse the EK template in NV %#x: %w", opEK, uint32(tmplIdx), err)
 	}
-	nonce, err := t.readNVIfPresent(nonceIdx)
+	nonce, err := t.readNVIfPresent(opEK, nonceIdx)
 	if err != nil {
-		return def, fmt.Errorf("tpm: read EK nonce from NV %#x: %w", uint32(nonceIdx), err)
+		return def, err
 	}
 	if nonce != nil {
 		switch tmpl.Type {
@@ -182,34 +184,34 @@ func (t *TPM) ekTemplate(def tpm2.TPMTPublic, tmplIdx, nonceIdx tpm2.TPMHandle) 
 
 // loadEK makes ek usable in a command. The returned function flushes it if
 // it was created for the occasion.
-func (t *TPM) loadEK(ek *EK) (tpm2.NamedHandle, *tpm2.TPMTPublic, func(), error) {
+func (t *TPM) loadEK(op string, ek *EK) (tpm2.NamedHandle, *tpm2.TPMTPublic, func(), error) {
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ek.Public)
 	if err != nil {
-		return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("parse EK public: %w", err)
+		return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("tpm: %s: parse EK public: %w", op, err)
 	}
 	switch {
 	case ek.handle.persistent != 0:
 		b, name, err := t.readPublic(ek.handle.persistent)
 		if err != nil {
-			return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("read EK at %#x: %w", uint32(ek.handle.persistent), err)
+			return tpm2.NamedHandle{}, nil, nil, cmdErr(op, fmt.Sprintf("TPM2_ReadPublic(EK at %#x)", uint32(ek.handle.persistent)), err)
 		}
 		if !bytes.Equal(b, ek.Public) {
-			return tpm2.NamedHandle{}, nil, nil, errors.New("the EK at its persistent handle is not the one given: was the EK read from another TPM?")
+			return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("tpm: %s: the EK at its persistent handle is not the one given: was the EK read from another TPM?", op)
 		}
 		return tpm2.NamedHandle{Handle: ek.handle.persistent, Name: name}, pub, func() {}, nil
 	case ek.handle.template != nil:
-		cp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(*ek.handle.template)}.Execute(t.tr)
+		h, b, err := t.loadPrimary(op, tpm2.TPMRHEndorsement, *ek.handle.template)
 		if err != nil {
-			return tpm2.NamedHandle{}, nil, nil, cmdErr("load EK", "TPM2_CreatePrimary(endorsement)", err)
+			return tpm2.NamedHandle{}, nil, nil, err
 		}
-		flush := func() { t.flush(cp.ObjectHandle) }
-		if !bytes.Equal(cp.OutPublic.Bytes(), ek.Public) {
+		flush := func() { t.flush(h.Handle) }
+		if !bytes.Equal(b, ek.Public) {
 			flush()
-			return tpm2.NamedHandle{}, nil, nil, errors.New("the EK derived from its template is not the one given: was the EK read from another TPM?")
+			return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("tpm: %s: the EK derived from its template is not the one given: was the EK read from another TPM?", op)
 		}
-		return tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}, pub, flush, nil
+		return h, pub, flush, nil
 	default:
-		return tpm2.NamedHandle{}, nil, nil, errors.New("the EK was not returned by TPM.EK")
+		return tpm2.NamedHandle{}, nil, nil, fmt.Errorf("tpm: %s: the EK was not returned by TPM.EK", op)
 	}
 }
 
@@ -225,24 +227,24 @@ func (t *TPM) readPublic(h tpm2.TPMHandle) ([]byte, tpm2.TPM2BName, error) {
 
 // readNVIfPresent reads a whole NV index. It returns nil, nil when the index
 // is not defined; an EK certificate or template is trimmed to its DER length.
-func (t *TPM) readNVIfPresent(idx tpm2.TPMHandle) ([]byte, error) {
+func (t *TPM) readNVIfPresent(op string, idx tpm2.TPMHandle) ([]byte, error) {
 	pr, err := tpm2.NVReadPublic{NVIndex: idx}.Execute(t.tr)
 	if errors.Is(err, tpm2.TPMRCHandle) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, cmdErr("read NV", fmt.Sprintf("TPM2_NV_ReadPublic(%#x)", uint32(idx)), err)
+		return nil, cmdErr(op, fmt.Sprintf("TPM2_NV_ReadPublic(%#x)", uint32(idx)), err)
 	}
 	nvp, err := pr.NVPublic.Contents()
 	if err != nil {
-		return nil, fmt.Errorf("parse NV public of %#x: %w", uint32(idx), err)
+		return nil, fmt.Errorf("tpm: %s: parse the NV public area of %#x: %w", op, uint32(idx), err)
 	}
 	if !nvp.Attributes.Written {
 		return nil, nil
 	}
 	nvh := tpm2.NamedHandle{Handle: idx, Name: pr.NVName}
 	if !nvp.Attributes.AuthRead && !nvp.Attributes.OwnerRead {
-		return nil, fmt.Errorf("NV index %#x can be read neither with its own nor with owner authorization", uint32(idx))
+		return nil, fmt.Errorf("tpm: %s: NV index %#x can be read neither with its own nor with owner authorization", op, uint32(idx))
 	}
 	chunk := t.nvBufferMax()
 	out := make([]byte, 0, nvp.DataSize)
@@ -254,27 +256,27 @@ func (t *TPM) readNVIfPresent(idx tpm2.TPMHandle) ([]byte, error) {
 		}
 		r, err := cmd.Execute(t.tr)
 		if err != nil {
-			return nil, cmdErr("read NV", fmt.Sprintf("TPM2_NV_Read(%#x, offset %d)", uint32(idx), off), err)
+			return nil, cmdErr(op, fmt.Sprintf("TPM2_NV_Read(%#x, offset %d)", uint32(idx), off), err)
 		}
 		if len(r.Data.Buffer) != n {
-			return nil, fmt.Errorf("TPM2_NV_Read(%#x) returned %d bytes, want %d", uint32(idx), len(r.Data.Buffer), n)
+			return nil, fmt.Errorf("tpm: %s: TPM2_NV_Read(%#x) returned %d bytes, want %d", op, uint32(idx), len(r.Data.Buffer), n)
 		}
 		out = append(out, r.Data.Buffer...)
 		off += n
 	}
 	if idx == NVIndexECCEKCert || idx == NVIndexRSAEKCert || idx == NVIndexECCP384EKCert {
-		return trimDER(idx, out)
+		return trimDER(op, idx, out)
 	}
 	return out, nil
 }
 
 // trimDER cuts the padding some manufacturers leave after the certificate
 // (the index is often larger than the certificate).
-func trimDER(idx tpm2.TPMHandle, b []byte) ([]byte, error) {
+func trimDER(op string, idx tpm2.TPMHandle, b []byte) ([]byte, error) {
 	var v asn1.RawValue
 	rest, err := asn1.Unmarshal(b, &v)
 	if err != nil || v.Class != asn1.ClassUniversal || v.Tag != asn1.TagSequence || !v.IsCompound {
-		return nil, fmt.Errorf("NV index %#x does not start with a DER certificate", uint32(idx))
+		return nil, fmt.Errorf("tpm: %s: NV index %#x does not start with a DER certificate", op, uint32(idx))
 	}
 	return b[:len(b)-len(rest)], nil
 }

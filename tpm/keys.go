@@ -188,25 +188,11 @@ func (t *TPM) create(ctx context.Context, op string, tmpl tpm2.TPMTPublic) (*Key
 }
 
 // loadSRK loads the ECC P-256 storage root key (TCG template, owner
-// hierarchy). The first time it is created with TPM2_CreatePrimary, which
-// derives the same key from the owner seed every time; its context is then
-// saved, and later loads use the cheaper TPM2_ContextLoad until that fails
-// (after a TPM reset), when it is created again. The caller flushes it.
+// hierarchy), which the same owner seed always derives again. The caller
+// flushes it.
 func (t *TPM) loadSRK(op string) (tpm2.NamedHandle, error) {
-	if t.srk != nil {
-		if r, err := (tpm2.ContextLoad{Context: *t.srk}).Execute(t.tr); err == nil {
-			return tpm2.NamedHandle{Handle: r.LoadedHandle, Name: tpm2.TPM2BName{Buffer: t.srkName}}, nil
-		}
-		t.srk = nil
-	}
-	cp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(t.tr)
-	if err != nil {
-		return tpm2.NamedHandle{}, cmdErr(op, "TPM2_CreatePrimary(owner, ECC SRK)", err)
-	}
-	if sv, err := (tpm2.ContextSave{SaveHandle: cp.ObjectHandle}).Execute(t.tr); err == nil {
-		t.srk, t.srkName = &sv.Context, cp.Name.Buffer
-	}
-	return tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}, nil
+	h, _, err := t.loadPrimary(op, tpm2.TPMRHOwner, tpm2.ECCSRKTemplate)
+	return h, err
 }
 
 // loadUnder loads a key blob under a loaded SRK. The caller flushes it.

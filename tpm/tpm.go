@@ -40,9 +40,8 @@ type TPM struct {
 	tr  transport.TPMCloser
 
 	// Guarded by sem.
-	closed  bool
-	srk     *tpm2.TPMSContext // saved context of the SRK, valid until the TPM resets
-	srkName []byte
+	closed    bool
+	primaries map[string]savedObject // by hierarchy and template; see loadPrimary
 }
 
 // New returns a TPM that sends its commands over t. The TPM owns t from now
@@ -51,7 +50,7 @@ type TPM struct {
 // New sends no command: a TPM started by firmware, by swtpm with
 // `--flags startup-clear` or by the in-process simulator is ready for use.
 func New(t transport.TPMCloser) *TPM {
-	return &TPM{sem: make(chan struct{}, 1), tr: t}
+	return &TPM{sem: make(chan struct{}, 1), tr: t, primaries: map[string]savedObject{}}
 }
 
 // OpenDevice opens a TPM character device, normally the kernel's resource
@@ -72,7 +71,8 @@ func OpenDevice(path string) (*TPM, error) {
 //
 // Commands go over one persistent connection, each bounded by the context's
 // deadline or DefaultCommandTimeout. After an I/O error the connection is
-// closed and the next command dials again.
+// closed; the next operation dials again and flushes what the broken one may
+// have left loaded.
 //
 // swtpm serves one client at a time and has no resource manager, so OpenSocket
 // assumes it is the only client: it flushes transient objects and sessions
@@ -127,6 +127,15 @@ func (t *TPM) lock(ctx context.Context) error {
 	}
 	if c, ok := t.tr.(*connTPM); ok {
 		c.limit, _ = ctx.Deadline()
+		if c.c == nil {
+			// The connection broke during an earlier operation, which may
+			// have left objects loaded: reconnect and flush them, as
+			// OpenSocket does.
+			if err := t.flushStale(); err != nil {
+				t.unlock()
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -144,18 +153,18 @@ func (t *TPM) flushStale() error {
 	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
 		r, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64}.Execute(t.tr)
 		if err != nil {
-			return cmdErr("open socket", "TPM2_GetCapability(handles)", err)
+			return cmdErr("flush objects left in the TPM", "TPM2_GetCapability(handles)", err)
 		}
 		hs, err := r.CapabilityData.Data.Handles()
 		if err != nil {
-			return fmt.Errorf("tpm: open socket: parse handle list: %w", err)
+			return fmt.Errorf("tpm: flush objects left in the TPM: parse handle list: %w", err)
 		}
 		for _, h := range hs.Handle {
 			if h>>24 != first>>24 {
 				continue
 			}
 			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(t.tr); err != nil {
-				return cmdErr("open socket", fmt.Sprintf("TPM2_FlushContext(%#x) of a handle left by a previous client", uint32(h)), err)
+				return cmdErr("flush objects left in the TPM", fmt.Sprintf("TPM2_FlushContext(%#x)", uint32(h)), err)
 			}
 		}
 	}

@@ -36,6 +36,9 @@ var commands = map[string]command{
 	"bundle count":   {"Count bundles", bundleCount},
 	"x509 mint":      {"Mints an X509-SVID", x509Mint},
 	"jwt mint":       {"Mints a JWT-SVID", jwtMint},
+	"tpm enroll":     {"Enrolls TPM endorsement keys (by hash, certificate, public key or file)", tpmEnroll},
+	"tpm unenroll":   {"Removes an enrolled TPM endorsement key", tpmUnenroll},
+	"tpm list":       {"Lists enrolled TPM endorsement keys", tpmList},
 }
 
 func main() {

@@ -477,7 +477,7 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509Params) ([]*x509.Certifica
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               subject,
-		NotBefore:             now.Add(-10 * time.Second),
+		NotBefore:             now.Add(-backdate(ttl)),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{p.ID.URL()},
 		DNSNames:              p.DNSNames,
@@ -529,6 +529,13 @@ func (ca *CA) SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []string
 		return "", time.Time{}, time.Time{}, fmt.Errorf("ca: could not sign JWT-SVID for %q: %w", id, err)
 	}
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), now, exp, nil
+}
+
+// backdate is how far before now an SVID's validity starts, to absorb clock
+// skew between hosts: 10 s, but never more than a tenth of its lifetime, so
+// renewal at half life stays half way through the time the holder has it.
+func backdate(ttl time.Duration) time.Duration {
+	return min(10*time.Second, ttl/10)
 }
 
 func jwtAlg(pub crypto.PublicKey) (string, error) {

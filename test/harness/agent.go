@@ -41,14 +41,7 @@ const agentConfig = `agent {
 }
 
 plugins {
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-    KeyManager "disk" {
-        plugin_data {
-            directory = "%[1]s/data"
-        }
-    }
+%[5]s
     WorkloadAttestor "unix" {
         plugin_data {
             discover_workload_path = true
@@ -67,6 +60,26 @@ health_checks {
 // without starting it. syncInterval is its sync_interval.
 func (s *Server) NewAgent(tb testing.TB, syncInterval time.Duration) *Agent {
 	tb.Helper()
+	return s.NewAgentWithPlugins(tb, syncInterval, joinTokenPlugins)
+}
+
+// joinTokenPlugins is the default node attestor and key manager; %[1]s is
+// the agent's directory.
+const joinTokenPlugins = `    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+    KeyManager "disk" {
+        plugin_data {
+            directory = "%[1]s/data"
+        }
+    }
+`
+
+// NewAgentWithPlugins is NewAgent with another NodeAttestor and KeyManager:
+// plugins replaces those two blocks, with %[1]s standing for the agent's
+// directory.
+func (s *Server) NewAgentWithPlugins(tb testing.TB, syncInterval time.Duration, plugins string) *Agent {
+	tb.Helper()
 	dir := tempDir(tb)
 	a := &Agent{
 		Dir:        dir,
@@ -80,7 +93,7 @@ func (s *Server) NewAgent(tb testing.TB, syncInterval time.Duration) *Agent {
 		tb.Fatal(err)
 	}
 	writeFile(tb, filepath.Join(dir, "bootstrap.crt"), s.BundlePEM(tb))
-	writeFile(tb, a.Config, fmt.Sprintf(agentConfig, dir, s.Port, syncInterval, a.HealthPort))
+	writeFile(tb, a.Config, fmt.Sprintf(agentConfig, dir, s.Port, syncInterval, a.HealthPort, fmt.Sprintf(plugins, dir)))
 	return a
 }
 

@@ -59,7 +59,7 @@ plugins {
     NodeAttestor "join_token" {
         plugin_data {}
     }
-}
+%[5]s}
 
 health_checks {
     listener_enabled = true
@@ -73,6 +73,13 @@ health_checks {
 // is added at the end of the server block.
 func NewServer(tb testing.TB, bin, extra string) *Server {
 	tb.Helper()
+	return NewServerWithPlugins(tb, bin, extra, "")
+}
+
+// NewServerWithPlugins is NewServer with plugins added to the plugins
+// block (such as NodeAttestor "tpm").
+func NewServerWithPlugins(tb testing.TB, bin, extra, plugins string) *Server {
+	tb.Helper()
 	dir := tempDir(tb)
 	s := &Server{
 		Dir:        dir,
@@ -82,7 +89,7 @@ func NewServer(tb testing.TB, bin, extra string) *Server {
 		HealthPort: freePort(tb),
 		bin:        bin,
 	}
-	writeFile(tb, s.Config, fmt.Sprintf(serverConfig, s.Port, dir, s.HealthPort, extra))
+	writeFile(tb, s.Config, fmt.Sprintf(serverConfig, s.Port, dir, s.HealthPort, extra, plugins))
 	return s
 }
 
@@ -196,6 +203,7 @@ type AgentRecord struct {
 	} `json:"id"`
 	AttestationType string `json:"attestation_type"`
 	Serial          string `json:"x509svid_serial_number"`
+	ExpiresAt       int64  `json:"x509svid_expires_at,string"`
 	Banned          bool   `json:"banned"`
 }
 

@@ -97,7 +97,8 @@ type EKCertInfo struct {
 //     extension crypto/x509 does not handle.
 //   - The extended key usage must be absent or include the TCG EK
 //     certificate usage 2.23.133.8.1; the chain is then built with
-//     ExtKeyUsageAny, since no web usage applies.
+//     ExtKeyUsageAny, since no web usage applies (so, as crypto/x509 cannot
+//     name the TCG usage, EKU limits on intermediates are not enforced).
 //   - The chain must verify to one of v's roots at now, through v's
 //     intermediates, with every other crypto/x509 check (validity periods,
 //     CA basic constraints, path lengths, name constraints, signatures).

@@ -35,9 +35,10 @@ type Public struct {
 
 // ParsePublic parses a TPMT_PUBLIC. It refuses trailing bytes and
 // non-canonical encodings, name algorithms other than SHA-1, SHA-256,
-// SHA-384 and SHA-512, key types other than RSA and ECC, an RSA modulus whose
-// length is not keyBits, and an ECC point that is not on a NIST P-256, P-384
-// or P-521 curve. It checks no attributes: CheckAK and CheckAgentKey do.
+// SHA-384 and SHA-512, key types other than RSA and ECC, RSA keys of other
+// than 1024, 2048, 3072 or 4096 bits or whose modulus is not that long, and
+// an ECC point that is not on a NIST P-256, P-384 or P-521 curve. It checks
+// no attributes: CheckAK and CheckAgentKey do.
 func ParsePublic(b []byte) (*Public, error) {
 	const check = "public area"
 	area, err := unmarshalStrict[tpm2.TPMTPublic](b, "TPMT_PUBLIC")
@@ -81,7 +82,12 @@ func rsaKey(area *tpm2.TPMTPublic) (*rsa.PublicKey, error) {
 		return nil, reason("RSA modulus is missing")
 	}
 	bits := int(parms.KeyBits)
-	if bits < 1024 || bits%8 != 0 || len(n.Buffer)*8 != bits || n.Buffer[0]&0x80 == 0 {
+	switch bits {
+	case 1024, 2048, 3072, 4096: // the sizes TPMs implement
+	default:
+		return nil, reason("unsupported RSA key size " + strconv.Itoa(bits))
+	}
+	if len(n.Buffer)*8 != bits || n.Buffer[0]&0x80 == 0 {
 		return nil, reason("RSA modulus does not have the declared size")
 	}
 	e := int(parms.Exponent)
@@ -187,17 +193,15 @@ func CheckAK(ak *Public) error {
 	if sym != tpm2.TPMAlgNull {
 		return fail(check, "symmetric algorithm is %s, want NULL", algName(sym))
 	}
+	ok := false
 	switch k := ak.Key.(type) {
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() || scheme != tpm2.TPMAlgECDSA || hash != tpm2.TPMAlgSHA256 {
-			return fail(check, "signing scheme is %s, want ECDSA-SHA256 on NIST P-256 or RSASSA-SHA256 with RSA-2048 or larger", schemeName(&ak.Area))
-		}
+		ok = k.Curve == elliptic.P256() && scheme == tpm2.TPMAlgECDSA && hash == tpm2.TPMAlgSHA256
 	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 || scheme != tpm2.TPMAlgRSASSA || hash != tpm2.TPMAlgSHA256 {
-			return fail(check, "signing scheme is %s, want ECDSA-SHA256 on NIST P-256 or RSASSA-SHA256 with RSA-2048 or larger", schemeName(&ak.Area))
-		}
-	default:
-		return fail(check, "no AK public key")
+		ok = k.N.BitLen() >= 2048 && scheme == tpm2.TPMAlgRSASSA && hash == tpm2.TPMAlgSHA256
+	}
+	if !ok {
+		return fail(check, "signing scheme is %s, want ECDSA-SHA256 on NIST P-256 or RSASSA-SHA256 with RSA-2048 or larger", schemeName(&ak.Area))
 	}
 	return nil
 }
@@ -258,42 +262,34 @@ func checkNameAlg(p *Public) error {
 // signingScheme returns a key's scheme, the scheme's hash and its
 // symmetric algorithm; NULL where absent.
 func signingScheme(p *tpm2.TPMTPublic) (scheme, hash, sym tpm2.TPMAlgID) {
-	scheme, hash, sym = tpm2.TPMAlgNull, tpm2.TPMAlgNull, tpm2.TPMAlgNull
-	switch p.Type {
-	case tpm2.TPMAlgECC:
-		parms, err := p.Parameters.ECCDetail()
-		if err != nil {
-			return
+	var details *tpm2.TPMUAsymScheme
+	if parms, err := p.Parameters.ECCDetail(); p.Type == tpm2.TPMAlgECC && err == nil {
+		scheme, sym, details = parms.Scheme.Scheme, parms.Symmetric.Algorithm, &parms.Scheme.Details
+	} else if parms, err := p.Parameters.RSADetail(); p.Type == tpm2.TPMAlgRSA && err == nil {
+		scheme, sym, details = parms.Scheme.Scheme, parms.Symmetric.Algorithm, &parms.Scheme.Details
+	} else {
+		return tpm2.TPMAlgNull, tpm2.TPMAlgNull, tpm2.TPMAlgNull
+	}
+	hash = tpm2.TPMAlgNull
+	switch scheme {
+	case tpm2.TPMAlgECDSA:
+		if s, err := details.ECDSA(); err == nil {
+			hash = s.HashAlg
 		}
-		scheme, sym = parms.Scheme.Scheme, parms.Symmetric.Algorithm
-		switch scheme {
-		case tpm2.TPMAlgECDSA:
-			if s, err := parms.Scheme.Details.ECDSA(); err == nil {
-				hash = s.HashAlg
-			}
-		case tpm2.TPMAlgECDAA:
-			if s, err := parms.Scheme.Details.ECDAA(); err == nil {
-				hash = s.HashAlg
-			}
+	case tpm2.TPMAlgECDAA:
+		if s, err := details.ECDAA(); err == nil {
+			hash = s.HashAlg
 		}
-	case tpm2.TPMAlgRSA:
-		parms, err := p.Parameters.RSADetail()
-		if err != nil {
-			return
+	case tpm2.TPMAlgRSASSA:
+		if s, err := details.RSASSA(); err == nil {
+			hash = s.HashAlg
 		}
-		scheme, sym = parms.Scheme.Scheme, parms.Symmetric.Algorithm
-		switch scheme {
-		case tpm2.TPMAlgRSASSA:
-			if s, err := parms.Scheme.Details.RSASSA(); err == nil {
-				hash = s.HashAlg
-			}
-		case tpm2.TPMAlgRSAPSS:
-			if s, err := parms.Scheme.Details.RSAPSS(); err == nil {
-				hash = s.HashAlg
-			}
+	case tpm2.TPMAlgRSAPSS:
+		if s, err := details.RSAPSS(); err == nil {
+			hash = s.HashAlg
 		}
 	}
-	return
+	return scheme, hash, sym
 }
 
 func schemeName(p *tpm2.TPMTPublic) string {

@@ -119,6 +119,14 @@ func TestParsePublicRejects(t *testing.T) {
 			p.CurveID = tpm2.TPMECCBrainpoolP256R1
 		}), "verify: public area: unsupported ECC curve curve 0x0030"},
 		{"rsa modulus shorter than keyBits", tpm2.Marshal(rsaShort), "verify: public area: RSA modulus does not have the declared size"},
+		{"rsa 8192", func() []byte {
+			a := withKey(akTemplateRSA(), &rsaKeys()[0].PublicKey)
+			p, _ := a.Parameters.RSADetail()
+			p.KeyBits = 8192
+			n, _ := a.Unique.RSA()
+			n.Buffer = bytes.Repeat([]byte{0xff}, 1024)
+			return tpm2.Marshal(a)
+		}(), "verify: public area: unsupported RSA key size 8192"},
 		{"rsa even exponent", func() []byte {
 			a := withKey(akTemplateRSA(), &rsaKeys()[0].PublicKey)
 			p, _ := a.Parameters.RSADetail()

@@ -1,0 +1,96 @@
+// Package verify is the server's half of TPM node attestation: pure Go over
+// the bytes an agent sends, with no device access and no cgo. The agent's
+// half, which talks to the TPM, is package tpm; the server links only this
+// package.
+//
+// # What a server learns, and how
+//
+// An agent sends its EK public area (and the EK certificate when its TPM has
+// one) and the public area of an attestation key (AK) it created. The server
+// then establishes, in this order:
+//
+//  1. The EK belongs to a genuine TPM: its certificate chains to a
+//     manufacturer CA (EKVerifier.Verify), or its EKHash is enrolled.
+//  2. The AK is a key only a TPM can use for attestation (CheckAK), and it
+//     lives in the same TPM as that EK: MakeCredential seals a fresh secret
+//     that only that TPM can recover, and only with that AK loaded.
+//  3. The TPM is running now and measured what it reports: a quote over the
+//     server's PCR selection and a fresh nonce (VerifyQuote).
+//  4. The agent's TLS key lives in that TPM: the AK certifies it
+//     (VerifyCertify, CheckAgentKey).
+//
+// In code, with the checks a server must not skip:
+//
+//	v, err := verify.LoadEKVerifier(manufacturerCAsPEM) // once, at start
+//
+//	ek, err := verify.ParsePublic(ekPublicBytes)
+//	cert, err := v.Verify(ekCertDER, ek, now)         // or: enrollment lookup of EKHash(ek)
+//	info, err := verify.ParseEKCertInfo(cert)         // manufacturer, model, version, issuer
+//	id, err := verify.EKHash(ek)                      // spiffe://<td>/spire/agent/tpm/<id>
+//
+//	ak, err := verify.ParsePublic(akPublicBytes)
+//	err = verify.CheckAK(ak)
+//	secret := 32 random bytes; nonce := 32 random bytes, single use
+//	idObject, encSecret, err := verify.MakeCredential(ek, ak.Name, secret)
+//	// → agent: ActivateCredential, Quote(nonce, selection), Certify(agent key, nonce)
+//	subtle.ConstantTimeCompare(activated, secret) == 1
+//	err = verify.VerifyQuote(ak, quoteAttest, quoteSig, nonce, selection, pcrValues)
+//	key, err := verify.ParsePublic(agentKeyBytes)
+//	err = verify.CheckAgentKey(key)
+//	err = verify.VerifyCertify(ak, certifyAttest, certifySig, nonce, key)
+//	// key.Key is the agent SVID's public key; its private half never leaves the TPM.
+//
+// Each step leans on the ones before it. CheckAK reads attributes the agent
+// could have made up; they become the TPM's word only once activation shows
+// the AK is in the EK's TPM (MakeCredential binds the secret to the AK's
+// Name, a digest of its whole public area). A quote means something only
+// because the AK is restricted: it signs no TPMS_ATTEST the TPM did not
+// build. The PCR values in a VerifyQuote call are the agent's claim until
+// VerifyQuote returns nil, and the server's to trust after.
+//
+// # Bytes in, exactly
+//
+// Every structure is parsed with go-tpm's tpm2 types and then marshalled
+// again: bytes that do not come back identical (trailing data, a
+// non-canonical encoding) are refused. So Public.Raw, Public.Area and
+// Public.Name always describe the same object, and what was signed is what
+// was checked. The wire forms are the TPM's, without TPM2B size prefixes:
+// TPMT_PUBLIC for keys, TPMS_ATTEST and TPMT_SIGNATURE for quotes and
+// certifications, TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET contents from
+// MakeCredential. Every parser has a fuzz target (go test -fuzz=FuzzParsePublic,
+// FuzzVerifyQuote, FuzzVerifyCertify, FuzzEKCert).
+//
+// # EK certificates
+//
+// EK certificates follow the TCG EK Credential Profile, and crypto/x509
+// refuses them as they come from swtpm and from several vendors: the
+// subject alternative name is critical and holds only a directoryName with
+// the TPM's manufacturer, model and version, and the extended key usage is
+// the TCG's 2.23.133.8.1. Verify accepts exactly these differences and keeps
+// every other check: a critical SAN with any other kind of name, or any
+// other unhandled critical extension, is refused; an EKU, when present,
+// must include the EK usage; the chain must verify to a configured root at
+// the given time; and the certified key must equal the presented EK.
+// Certificates read from NV often carry padding after the DER: the device
+// side trims it, and Verify refuses it.
+//
+// # Errors
+//
+// Every rejection is an *Error naming the check and the reason, stable
+// enough to audit and to test literally:
+//
+//	verify: quote: nonce does not match the challenge
+//	verify: ek certificate: EK certificate is for a different key
+//
+// The checks are "public area", "ek", "ek ca bundle", "ek certificate",
+// "ak", "agent key", "credential", "quote" and "certify". Quote and
+// certification verification report an AK that fails CheckAK under "ak".
+//
+// # Not checked here
+//
+// Nonce freshness and single use, and the comparison of the activated
+// secret, are the caller's: this package keeps no state. The quote's clock
+// information (reset and restart counts) and firmware version are signed
+// but not interpreted, and event logs are replayed elsewhere against the
+// PCR values VerifyQuote has vouched for.
+package verify
