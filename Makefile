@@ -35,10 +35,16 @@ test: deps vet
 bench: build
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/
 
-# Long fuzzing is opt-in; `make test` runs the seed corpora.
+# Long fuzzing is opt-in; `make test` runs the seed corpora. Each target
+# runs for FUZZTIME in turn.
 FUZZTIME ?= 60s
+FUZZ_TARGETS := conf:FuzzParseServer conf:FuzzParseAgent procfs:FuzzParseStartTime procfs:FuzzParseStartTimeComm \
+	tpm/verify:FuzzParsePublic tpm/verify:FuzzVerifyQuote tpm/verify:FuzzVerifyCertify tpm/verify:FuzzEKCert
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseServer -fuzztime $(FUZZTIME) ./conf/
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzzing $$fn in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN)

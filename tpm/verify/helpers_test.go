@@ -174,7 +174,7 @@ func (a *softAK) sign(t testing.TB, msg []byte) []byte {
 	return nil
 }
 
-// pcrBank returns deterministic, distinct PCR values for bank.
+// pcrValues returns deterministic, distinct values for the PCRs of sel.
 func pcrValues(sel verify.PCRSelection) verify.PCRValues {
 	out := verify.PCRValues{}
 	for bank, idx := range sel {
