@@ -288,6 +288,27 @@ func TestAttestUnknownCA(t *testing.T) {
 	wantRejected(t, err, "verify: ek certificate: ")
 }
 
+// An EK certificate from the right manufacturer, but for another TPM's EK.
+func TestAttestEKCertificateForAnotherKey(t *testing.T) {
+	otherState := filepath.Join(t.TempDir(), "other.state")
+	other, err := simulator.OpenInProcess(otherState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEK, err := other.EK(t.Context())
+	other.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := simulator.ManufacturerCAPEM(otherState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, tpmattestor.ModeEKCert, caPEM)
+	_, err = r.attest(t, func(p *tpmattestor.Payload) { p.EKCert = otherEK.Cert }, nil)
+	wantRejected(t, err, "verify: ek certificate: EK certificate is for a different key")
+}
+
 func TestAttestGarbageResponseAndTimeout(t *testing.T) {
 	r := newRig(t, tpmattestor.ModeEKCert, nil)
 	p, err := r.agent.Payload(t.Context(), r.key)
