@@ -68,3 +68,38 @@ type Deleter interface {
 	// ErrNotFound if there is none.
 	DeleteKey(ctx context.Context, id string) error
 }
+
+// Provenance is a backend's evidence of where a key lives and that it cannot
+// leave. It is shown to operators (`localauthority x509 show`) and kept in
+// the audit log; it never holds key material.
+type Provenance struct {
+	// Backend is the key manager's name: memory, disk, pkcs11, aws_kms.
+	Backend string
+	// Location addresses the key on the backend, such as
+	// `pkcs11:token=plinth;object=x509-ca-A` or a KMS key ARN.
+	Location string
+	// GeneratedInside and NonExtractable are the backend's own claims (for
+	// PKCS#11, CKA_LOCAL and CKA_NEVER_EXTRACTABLE with CKA_SENSITIVE; for
+	// KMS, origin AWS_KMS). A file or memory key claims neither.
+	GeneratedInside bool
+	NonExtractable  bool
+	// Attributes are the raw facts behind the claims, by the backend's
+	// names (CKA_LOCAL=true, Origin=AWS_KMS, KeySpec=ECC_NIST_P256).
+	Attributes map[string]string
+}
+
+// Attester is implemented by managers that can tell where a key lives.
+type Attester interface {
+	// Provenance returns the evidence for the key with the id, or an error
+	// wrapping ErrNotFound.
+	Provenance(ctx context.Context, id string) (*Provenance, error)
+}
+
+// Sweeper is implemented by managers that can find and remove keys they
+// created that no longer back any key ID (left by a crash between creating
+// a key and recording it). The server calls Sweep periodically.
+type Sweeper interface {
+	// Sweep removes (or schedules the deletion of) orphaned keys created by
+	// this manager and returns how many.
+	Sweep(ctx context.Context) (int, error)
+}
