@@ -75,6 +75,9 @@ type journal struct {
 	X509     []*authority `json:"x509"`
 	JWT      []*authority `json:"jwt"`
 	Sequence uint64       `json:"sequence"`
+	// created lists the keys a change being prepared generated, to delete
+	// if the change is not saved. Never saved itself.
+	created []string
 }
 
 // signer is an active authority ready to sign.
@@ -211,7 +214,7 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 			active, prepared, changed = prepared, nil, true
 		}
 		if active == nil {
-			a, err := ca.newAuthority(ctx, kind, freeSlot(*list), now)
+			a, err := ca.newAuthority(ctx, &j, kind, freeSlot(*list), now)
 			if err != nil {
 				return err
 			}
@@ -221,7 +224,7 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 		}
 		if prepared == nil && !now.Before(PrepareTime(active.NotBefore, active.NotAfter)) {
 			if slot := freeSlot(*list); slot != "" {
-				a, err := ca.newAuthority(ctx, kind, slot, now)
+				a, err := ca.newAuthority(ctx, &j, kind, slot, now)
 				if err != nil {
 					return err
 				}
@@ -238,15 +241,7 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 		}
 	}
 	if changed {
-		j.Sequence++
-		data, err := json.Marshal(&j)
-		if err != nil {
-			return fmt.Errorf("ca: could not encode journal: %w", err)
-		}
-		if err := ca.c.Journal.Save(ctx, data); err != nil {
-			return fmt.Errorf("ca: could not save journal: %w", err)
-		}
-		ca.j = j
+		return ca.commitLocked(ctx, j)
 	}
 	// The bundle carries the sequence of the journal it was built from: a
 	// load that failed after the journal was saved is retried too.
@@ -256,6 +251,38 @@ func (ca *CA) rotateLocked(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// commitLocked saves j as the journal and points the signers at it. If the
+// save fails, the keys j created are deleted again, so a failed prepare
+// leaves no orphaned key behind.
+func (ca *CA) commitLocked(ctx context.Context, j journal) error {
+	j.Sequence++
+	data, err := json.Marshal(&j)
+	if err == nil {
+		err = ca.c.Journal.Save(ctx, data)
+	}
+	if err != nil {
+		ca.discard(ctx, j.created)
+		return fmt.Errorf("ca: could not save journal: %w", err)
+	}
+	j.created = nil
+	ca.j = j
+	return ca.loadSignersLocked(ctx)
+}
+
+// discard deletes keys made for a change that was not recorded.
+func (ca *CA) discard(ctx context.Context, ids []string) {
+	d, ok := ca.c.Keys.(hsm.Deleter)
+	for _, id := range ids {
+		if !ok {
+			ca.c.Log.Warn("key made for an unrecorded CA change stays in the key manager (it cannot delete keys); the next change of this slot replaces it", "key_id", id)
+			continue
+		}
+		if err := d.DeleteKey(ctx, id); err != nil {
+			ca.c.Log.Error("could not delete the key of an unrecorded CA change; delete it by hand", "key_id", id, "error", err)
+		}
+	}
 }
 
 func (j *journal) list(kind string) *[]*authority {
@@ -289,10 +316,15 @@ func find(list []*authority, s Status) *authority {
 	return nil
 }
 
+// freeSlot returns a slot no active or prepared authority uses. An old
+// authority does not hold its slot: it stays in the bundle until it
+// expires or is revoked, but its key is replaced when the slot is reused.
 func freeSlot(list []*authority) string {
 	used := map[string]bool{}
 	for _, a := range list {
-		used[a.Slot] = true
+		if a.Status == Active || a.Status == Prepared {
+			used[a.Slot] = true
+		}
 	}
 	for _, s := range []string{"A", "B"} {
 		if !used[s] {
@@ -305,7 +337,7 @@ func freeSlot(list []*authority) string {
 // newAuthority creates a key in slot and, for X.509, its self-signed CA
 // certificate. The key replaces whatever the slot held: a slot is only reused
 // once its previous authority has expired.
-func (ca *CA) newAuthority(ctx context.Context, kind, slot string, now time.Time) (*authority, error) {
+func (ca *CA) newAuthority(ctx context.Context, j *journal, kind, slot string, now time.Time) (*authority, error) {
 	kt := ca.c.KeyType
 	if kind == "jwt" {
 		kt = ca.c.JWTKeyType
@@ -318,6 +350,12 @@ func (ca *CA) newAuthority(ctx context.Context, kind, slot string, now time.Time
 	if err != nil {
 		return nil, fmt.Errorf("ca: could not generate %s key %q: %w", kind, id, err)
 	}
+	j.created = append(j.created, id)
+	for _, old := range *j.list(kind) {
+		if old.KeyID == id {
+			old.KeyID = "" // its key was just replaced: it signs nothing more
+		}
+	}
 	a := &authority{Slot: slot, KeyID: id, NotBefore: now.Add(-30 * time.Second).Truncate(time.Second), NotAfter: now.Add(ca.c.CATTL).Truncate(time.Second)}
 	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
@@ -328,7 +366,6 @@ func (ca *CA) newAuthority(ctx context.Context, kind, slot string, now time.Time
 		a.KID = kidFor(pubDER)
 		return a, nil
 	}
-	ski := sha256.Sum256(pubDER)
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -344,7 +381,8 @@ func (ca *CA) newAuthority(ctx context.Context, kind, slot string, now time.Time
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		SubjectKeyId:          ski[:20],
+		// SubjectKeyId is left empty: Go derives it from the SHA-1 of the
+		// public key (RFC 5280), which is SPIRE's X.509 authority ID.
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {

@@ -522,9 +522,21 @@ func TestRotation(t *testing.T) {
 		t.Errorf("journal after activation = %+v, want %+v", got, want)
 	}
 
+	// The active authority passes half its life just before the old one
+	// expires: its successor is prepared in slot A, replacing the old key
+	// (which signs nothing more), while the old certificate stays published
+	// until it expires.
 	rotate(oldCert.NotAfter.Add(-time.Second))
-	if got := roots(authority.Bundle()); len(got) != 2 {
-		t.Errorf("a second before the old authority expires the bundle has %d X.509 authorities, want 2", len(got))
+	if got := roots(authority.Bundle()); len(got) != 3 || !got[0].Equal(oldCert) {
+		t.Errorf("a second before the old authority expires the bundle has %d X.509 authorities, want 3 (old, active, prepared)", len(got))
+	}
+	want = journalView{
+		X509:     []slotView{{"A", "", "old"}, {"B", "x509-ca-B", "active"}, {"A", "x509-ca-A", "prepared"}},
+		JWT:      []slotView{{"A", "", "old"}, {"B", "jwt-signer-B", "active"}, {"A", "jwt-signer-A", "prepared"}},
+		Sequence: 4,
+	}
+	if got := j.view(t); !equalJournal(got, want) {
+		t.Errorf("journal before the old authority expires = %+v, want %+v", got, want)
 	}
 
 	rotate(oldCert.NotAfter)
@@ -540,12 +552,10 @@ func TestRotation(t *testing.T) {
 	if cert, kid := signer(); !cert.Equal(newCert) || kid != newKID {
 		t.Error("the active authority changed when the old one expired")
 	}
-	// Slot A is free again, and the active authority is past half life: its
-	// successor is prepared in slot A.
 	want = journalView{
 		X509:     []slotView{{"B", "x509-ca-B", "active"}, {"A", "x509-ca-A", "prepared"}},
 		JWT:      []slotView{{"B", "jwt-signer-B", "active"}, {"A", "jwt-signer-A", "prepared"}},
-		Sequence: 4,
+		Sequence: 5,
 	}
 	if got := j.view(t); !equalJournal(got, want) {
 		t.Errorf("journal after expiry = %+v, want %+v", got, want)

@@ -1,0 +1,141 @@
+package ca_test
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/plinth-id/plinth/hsm"
+	"github.com/plinth-id/plinth/hsm/memory"
+	"github.com/plinth-id/plinth/server/ca"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// The operator's forced rotation: prepare, activate, taint, revoke.
+func TestForcedRotation(t *testing.T) {
+	ctx := t.Context()
+	keys := memory.New()
+	authority, _, _ := newCA(t, ca.Config{Keys: keys})
+	id := spiffeid.RequireFromPath(td, "/w")
+	signer := func() *x509.Certificate {
+		chain, err := authority.SignX509SVID(ctx, ca.X509Params{ID: id, PublicKey: newKey(t).Public()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range authority.Bundle().X509Authorities {
+			if chain[0].CheckSignatureFrom(a.Cert) == nil {
+				return a.Cert
+			}
+		}
+		t.Fatal("the SVID chains to no authority in the bundle")
+		return nil
+	}
+	first := authority.Authorities(ctx, ca.X509)
+	if len(first) != 1 || first[0].Status != ca.Active || first[0].ID == "" {
+		t.Fatalf("initial authorities = %+v", first)
+	}
+	oldID, oldCert := first[0].ID, signer()
+	if oldID != hex.EncodeToString(oldCert.SubjectKeyId) {
+		t.Fatalf("authority ID %s is not the SKID of its certificate", oldID)
+	}
+
+	wantErr := func(err error, want string) {
+		t.Helper()
+		if !errors.Is(err, ca.ErrPrecondition) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error = %v, want a precondition failure containing %q", err, want)
+		}
+	}
+	_, err := authority.Activate(ctx, ca.X509, "")
+	wantErr(err, "no x509 authority is prepared; prepare one first")
+	_, err = authority.Taint(ctx, ca.X509, oldID)
+	wantErr(err, "is active; only an old authority can be tainted or revoked")
+
+	prepared, err := authority.Prepare(ctx, ca.X509)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(authority.Bundle().X509Authorities) != 2 {
+		t.Fatal("the prepared authority is not in the bundle")
+	}
+	if !signer().Equal(oldCert) {
+		t.Fatal("the prepared authority signs before it is activated")
+	}
+	_, err = authority.Prepare(ctx, ca.X509)
+	wantErr(err, "is already prepared; activate it first")
+	_, err = authority.Activate(ctx, ca.X509, "deadbeef")
+	wantErr(err, "x509 authority deadbeef is not the prepared one")
+
+	if _, err := authority.Activate(ctx, ca.X509, prepared.ID); err != nil {
+		t.Fatal(err)
+	}
+	if signer().Equal(oldCert) {
+		t.Fatal("the activated authority does not sign")
+	}
+	_, err = authority.Revoke(ctx, ca.X509, oldID)
+	wantErr(err, "is not tainted; taint it first")
+
+	if _, err := authority.Taint(ctx, ca.X509, oldID); err != nil {
+		t.Fatal(err)
+	}
+	tainted := 0
+	for _, a := range authority.Bundle().X509Authorities {
+		if a.Tainted {
+			tainted++
+			if !a.Cert.Equal(oldCert) {
+				t.Fatal("the wrong authority is tainted")
+			}
+		}
+	}
+	if tainted != 1 {
+		t.Fatalf("%d tainted authorities in the bundle, want 1", tainted)
+	}
+	if _, err := authority.Revoke(ctx, ca.X509, oldID); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range authority.Bundle().X509Authorities {
+		if a.Cert.Equal(oldCert) {
+			t.Fatal("the revoked authority is still in the bundle")
+		}
+	}
+	_, err = authority.Revoke(ctx, ca.X509, oldID)
+	wantErr(err, "no x509 authority "+oldID)
+
+	// JWT authorities follow the same steps, by key ID.
+	p, err := authority.Prepare(ctx, ca.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authority.Activate(ctx, ca.JWT, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	states := authority.Authorities(ctx, ca.JWT)
+	if len(states) != 2 || states[0].Status != ca.Active || states[1].Status != ca.Old {
+		t.Fatalf("JWT authorities = %+v", states)
+	}
+	if _, err := authority.Taint(ctx, ca.JWT, states[1].ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A prepare whose journal cannot be saved deletes the key it made.
+func TestFailedPrepareLeavesNoKey(t *testing.T) {
+	ctx := t.Context()
+	keys := memory.New()
+	authority, _, j := newCA(t, ca.Config{Keys: keys})
+	j.saveErr = errors.New("datastore down")
+	if _, err := authority.Prepare(ctx, ca.X509); err == nil || !strings.Contains(err.Error(), "datastore down") {
+		t.Fatalf("Prepare = %v, want the save error", err)
+	}
+	if _, err := keys.GetKey(ctx, "x509-ca-B"); !errors.Is(err, hsm.ErrNotFound) {
+		t.Fatalf("the key of the failed prepare is still there: %v", err)
+	}
+	if n := len(authority.Bundle().X509Authorities); n != 1 {
+		t.Fatalf("bundle has %d authorities after a failed prepare, want 1", n)
+	}
+	j.saveErr = nil
+	if _, err := authority.Prepare(ctx, ca.X509); err != nil {
+		t.Fatalf("Prepare after the datastore came back: %v", err)
+	}
+}
