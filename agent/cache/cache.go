@@ -52,6 +52,7 @@ func (s *X509SVID) HalfLife() time.Time {
 // JWTSVID is a signed JWT-SVID.
 type JWTSVID struct {
 	Token     string
+	KeyID     string // kid of the signing key, to drop it when that key is tainted
 	ID        spiffeid.ID
 	Hint      string
 	IssuedAt  time.Time
@@ -84,6 +85,9 @@ type Cache struct {
 	bundle  *spiffebundle.Bundle
 	jwt     map[jwtKey]*JWTSVID
 	subs    map[*Subscriber]struct{}
+	// taintedJWT holds the key IDs of JWT authorities the operator
+	// tainted: cached JWT-SVIDs they signed are not served again.
+	taintedJWT map[string]bool
 }
 
 // New returns an empty cache.
@@ -223,10 +227,16 @@ func (c *Cache) JWT(entryID string, audience []string, now time.Time) *JWTSVID {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	s := c.jwt[jwtKey{entryID, audienceKey(audience)}]
-	if s == nil || !now.Before(s.IssuedAt.Add(s.ExpiresAt.Sub(s.IssuedAt)/2)) {
+	if s == nil || c.taintedJWT[s.KeyID] || !now.Before(s.IssuedAt.Add(s.ExpiresAt.Sub(s.IssuedAt)/2)) {
 		return nil
 	}
 	return s
+}
+
+func (c *Cache) setTaintedJWT(kids map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.taintedJWT = kids
 }
 
 // PutJWT caches a JWT-SVID for an entry and audience.

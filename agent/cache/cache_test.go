@@ -67,6 +67,7 @@ type fakeServer struct {
 	ttl     time.Duration
 	err     error
 	jwts    int
+	tainted bool // mark the CA tainted in the bundle
 }
 
 func (f *fakeServer) Entries(context.Context) ([]*types.Entry, error) {
@@ -81,7 +82,7 @@ func (f *fakeServer) Bundle(context.Context) (*types.Bundle, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &types.Bundle{TrustDomain: td.Name(), X509Authorities: []*types.X509Certificate{{Asn1: f.ca.cert.Raw}}}, nil
+	return &types.Bundle{TrustDomain: td.Name(), X509Authorities: []*types.X509Certificate{{Asn1: f.ca.cert.Raw, Tainted: f.tainted}}}, nil
 }
 
 func (f *fakeServer) NewX509SVIDs(_ context.Context, ps []*svidv1.NewX509SVIDParams) ([]*svidv1.BatchNewX509SVIDResponse_Result, error) {
@@ -291,5 +292,24 @@ func TestJWTCachedUntilHalfLife(t *testing.T) {
 	}
 	if f.jwts != 2 {
 		t.Fatalf("server signed %d JWT-SVIDs, want 2 (renewed past half life)", f.jwts)
+	}
+}
+
+// An SVID signed by an authority the operator tainted is replaced at the
+// next sync, long before half life.
+func TestSyncReplacesSVIDsOfTaintedAuthority(t *testing.T) {
+	f := &fakeServer{t: t, ca: newTestCA(t), ttl: time.Hour, entries: []*types.Entry{entry("a", "/web", 0, "unix:uid:1")}}
+	m := newManager(t, f)
+	ctx := context.Background()
+	if err := m.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := m.Cache.SVID("a")
+	f.tainted = true
+	if err := m.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.Cache.SVID("a") == before {
+		t.Fatal("the SVID of a tainted authority was kept")
 	}
 }

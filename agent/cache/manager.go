@@ -7,9 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
@@ -121,6 +124,8 @@ func (m *Manager) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	taintedX509, taintedJWT := tainted(pb)
+	m.Cache.setTaintedJWT(taintedJWT)
 	pes, err := m.Client.Entries(ctx)
 	if err != nil {
 		return fmt.Errorf("cache: could not fetch entries: %w", denied(err))
@@ -138,7 +143,10 @@ func (m *Manager) Sync(ctx context.Context) error {
 	now := m.now()
 	for _, e := range entries {
 		s := m.Cache.SVID(e.ID)
-		if s == nil || s.Revision != e.Revision || !now.Before(s.HalfLife()) || !signedBy(s, bundle) {
+		// Renew when missing, changed, past half life, signed by an
+		// authority that left the bundle, or by one the operator tainted
+		// (at once, not at half life).
+		if s == nil || s.Revision != e.Revision || !now.Before(s.HalfLife()) || !signedBy(s, bundle.X509Authorities()) || signedBy(s, taintedX509) {
 			need = append(need, e)
 		}
 	}
@@ -155,10 +163,9 @@ func (m *Manager) Sync(ctx context.Context) error {
 	return nil
 }
 
-// signedBy reports whether s chains to an authority of b (false once its
-// signer left the bundle, so it is replaced).
-func signedBy(s *X509SVID, b *spiffebundle.Bundle) bool {
-	for _, a := range b.X509Authorities() {
+// signedBy reports whether s chains to one of the authorities.
+func signedBy(s *X509SVID, authorities []*x509.Certificate) bool {
+	for _, a := range authorities {
 		if s.Chain[len(s.Chain)-1].CheckSignatureFrom(a) == nil {
 			return true
 		}
@@ -235,9 +242,28 @@ func (m *Manager) FetchJWTSVID(ctx context.Context, e *Entry, audience []string)
 	if err != nil {
 		return nil, fmt.Errorf("cache: could not sign JWT-SVID: %w", denied(err))
 	}
-	s := &JWTSVID{Token: p.Token, ID: e.SPIFFEID, Hint: e.Hint, IssuedAt: time.Unix(p.IssuedAt, 0), ExpiresAt: time.Unix(p.ExpiresAt, 0)}
+	s := &JWTSVID{Token: p.Token, ID: e.SPIFFEID, Hint: e.Hint, IssuedAt: time.Unix(p.IssuedAt, 0), ExpiresAt: time.Unix(p.ExpiresAt, 0), KeyID: jwtKeyID(p.Token)}
 	m.Cache.PutJWT(e.ID, audience, s)
 	return s, nil
+}
+
+// jwtKeyID returns the kid of a JWT's header, or "".
+func jwtKeyID(token string) string {
+	h, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return ""
+	}
+	var hdr struct {
+		KID string `json:"kid"`
+	}
+	if json.Unmarshal(b, &hdr) != nil {
+		return ""
+	}
+	return hdr.KID
 }
 
 func entryFromProto(p *types.Entry) (*Entry, error) {
@@ -257,6 +283,24 @@ func entryFromProto(p *types.Entry) (*Entry, error) {
 		sels = append(sels, attestors.Selector{Type: s.Type, Value: s.Value})
 	}
 	return &Entry{ID: p.Id, SPIFFEID: id, Selectors: attestors.SortSelectors(sels), Revision: p.RevisionNumber, Hint: p.Hint}, nil
+}
+
+// tainted returns the authorities of the bundle the operator tainted.
+func tainted(p *types.Bundle) (x509s []*x509.Certificate, jwtKIDs map[string]bool) {
+	jwtKIDs = map[string]bool{}
+	for _, a := range p.X509Authorities {
+		if a.Tainted {
+			if c, err := x509.ParseCertificate(a.Asn1); err == nil {
+				x509s = append(x509s, c)
+			}
+		}
+	}
+	for _, k := range p.JwtAuthorities {
+		if k.Tainted {
+			jwtKIDs[k.KeyId] = true
+		}
+	}
+	return x509s, jwtKIDs
 }
 
 // BundleFromProto converts the server's bundle for trust domain td.

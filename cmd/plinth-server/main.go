@@ -18,7 +18,8 @@ type command struct {
 	run      func(ctx context.Context, args []string) error
 }
 
-var commands = map[string]command{
+// commands is every command, by name.
+var commands = withLocalAuthority(map[string]command{
 	"run":            {"Runs the server", runServer},
 	"healthcheck":    {"Determines server health status", healthcheck},
 	"entry create":   {"Creates registration entries", entryCreate},
@@ -39,6 +40,16 @@ var commands = map[string]command{
 	"tpm enroll":     {"Enrolls TPM endorsement keys (by hash, certificate, public key or file)", tpmEnroll},
 	"tpm unenroll":   {"Removes an enrolled TPM endorsement key", tpmUnenroll},
 	"tpm list":       {"Lists enrolled TPM endorsement keys", tpmList},
+})
+
+// withLocalAuthority adds the localauthority commands of both kinds.
+func withLocalAuthority(m map[string]command) map[string]command {
+	for _, kind := range []string{"x509", "jwt"} {
+		for name, c := range localAuthority(kind) {
+			m[name] = c
+		}
+	}
+	return m
 }
 
 func main() {
@@ -48,7 +59,7 @@ func main() {
 }
 
 func dispatch(ctx context.Context, args []string) int {
-	for n := 2; n >= 1; n-- {
+	for n := 3; n >= 1; n-- {
 		if len(args) < n {
 			continue
 		}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plinth-id/plinth/enroll"
+	"github.com/plinth-id/plinth/adminapi"
 )
 
 // tpmEnroll enrolls endorsement keys: one by hash, certificate or public
@@ -28,22 +28,22 @@ func tpmEnroll(ctx context.Context, args []string) error {
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	var es []enroll.Enrollment
+	var es []adminapi.Enrollment
 	switch {
 	case *hash != "":
-		es = append(es, enroll.Enrollment{EKHash: strings.ToLower(*hash)})
+		es = append(es, adminapi.Enrollment{EKHash: strings.ToLower(*hash)})
 	case *certFile != "":
 		der, err := readDER(*certFile, "CERTIFICATE")
 		if err != nil {
 			return err
 		}
-		es = append(es, enroll.Enrollment{EKCert: der})
+		es = append(es, adminapi.Enrollment{EKCert: der})
 	case *pubFile != "":
 		der, err := readDER(*pubFile, "PUBLIC KEY")
 		if err != nil {
 			return err
 		}
-		es = append(es, enroll.Enrollment{EKPublic: der})
+		es = append(es, adminapi.Enrollment{EKPublic: der})
 	case *file != "":
 		var err error
 		if es, err = readEnrollments(*file); err != nil {
@@ -60,7 +60,7 @@ func tpmEnroll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	resp, err := enroll.NewClient(conn).Enroll(ctx, &enroll.EnrollRequest{Enrollments: es})
+	resp, err := adminapi.NewClient(conn).Enroll(ctx, &adminapi.EnrollRequest{Enrollments: es})
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -90,12 +90,12 @@ func readDER(path, typ string) ([]byte, error) {
 }
 
 // readEnrollments reads a bulk enrollment file.
-func readEnrollments(path string) ([]enroll.Enrollment, error) {
+func readEnrollments(path string) ([]adminapi.Enrollment, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var es []enroll.Enrollment
+	var es []adminapi.Enrollment
 	rest := b
 	for {
 		blk, r := pem.Decode(rest)
@@ -104,9 +104,9 @@ func readEnrollments(path string) ([]enroll.Enrollment, error) {
 		}
 		switch blk.Type {
 		case "CERTIFICATE":
-			es = append(es, enroll.Enrollment{EKCert: blk.Bytes})
+			es = append(es, adminapi.Enrollment{EKCert: blk.Bytes})
 		case "PUBLIC KEY":
-			es = append(es, enroll.Enrollment{EKPublic: blk.Bytes})
+			es = append(es, adminapi.Enrollment{EKPublic: blk.Bytes})
 		default:
 			return nil, fmt.Errorf("%s: unexpected PEM block %q (want CERTIFICATE or PUBLIC KEY)", path, blk.Type)
 		}
@@ -124,7 +124,7 @@ func readEnrollments(path string) ([]enroll.Enrollment, error) {
 			inPEM = false
 		case inPEM, line == "", strings.HasPrefix(line, "#"):
 		default:
-			es = append(es, enroll.Enrollment{EKHash: strings.ToLower(strings.Fields(line)[0])})
+			es = append(es, adminapi.Enrollment{EKHash: strings.ToLower(strings.Fields(line)[0])})
 		}
 	}
 	if len(es) == 0 {
@@ -147,7 +147,7 @@ func tpmUnenroll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if err := enroll.NewClient(conn).Unenroll(ctx, strings.ToLower(*hash)); err != nil {
+	if err := adminapi.NewClient(conn).Unenroll(ctx, strings.ToLower(*hash)); err != nil {
 		return rpcErr(err)
 	}
 	if c.output == "json" {
@@ -167,7 +167,7 @@ func tpmList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	resp, err := enroll.NewClient(conn).List(ctx)
+	resp, err := adminapi.NewClient(conn).List(ctx)
 	if err != nil {
 		return rpcErr(err)
 	}

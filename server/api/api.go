@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/plinth-id/plinth/adminapi"
 	"github.com/plinth-id/plinth/attestors"
-	"github.com/plinth-id/plinth/enroll"
 	"github.com/plinth-id/plinth/notify"
 	"github.com/plinth-id/plinth/server/authz"
 	"github.com/plinth-id/plinth/server/ca"
@@ -22,6 +22,7 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 )
@@ -52,7 +53,9 @@ func (h *Handlers) Register(s grpc.ServiceRegistrar) {
 	svidv1.RegisterSVIDServer(s, &svidServer{h: h})
 	bundlev1.RegisterBundleServer(s, &bundleServer{h: h})
 	s.RegisterService(&notify.ServiceDesc, &notifyServer{h: h})
-	s.RegisterService(&enroll.ServiceDesc, &enrollServer{h: h})
+	s.RegisterService(&adminapi.EnrollmentServiceDesc, &enrollServer{h: h})
+	s.RegisterService(&adminapi.AuthorityServiceDesc, &authorityServer{h: h})
+	localauthorityv1.RegisterLocalAuthorityServer(s, &localAuthorityServer{h: h})
 }
 
 func (h *Handlers) now() time.Time {
@@ -110,9 +113,22 @@ var Methods = map[string]authz.Role{
 
 	notify.WatchMethod: authz.Agent,
 
-	enroll.EnrollMethod:   authz.Admin,
-	enroll.UnenrollMethod: authz.Admin,
-	enroll.ListMethod:     authz.Admin,
+	adminapi.EnrollMethod:         authz.Admin,
+	adminapi.UnenrollMethod:       authz.Admin,
+	adminapi.EnrollmentListMethod: authz.Admin,
+
+	adminapi.AuthorityListMethod: authz.Admin,
+
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetX509AuthorityState": authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareX509Authority":  authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateX509Authority": authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintX509Authority":    authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeX509Authority":   authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetJWTAuthorityState":  authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareJWTAuthority":   authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateJWTAuthority":  authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintJWTAuthority":     authz.Admin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeJWTAuthority":    authz.Admin,
 
 	"/grpc.health.v1.Health/Check": authz.Anyone,
 	"/grpc.health.v1.Health/Watch": authz.Anyone,

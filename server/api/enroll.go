@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"regexp"
 
-	"github.com/plinth-id/plinth/enroll"
+	"github.com/plinth-id/plinth/adminapi"
 	"github.com/plinth-id/plinth/server/datastore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,7 +33,7 @@ func EKHash(pub any) (string, error) {
 
 // resolve fills in the EK hash from the key or certificate and checks that
 // whatever was given agrees.
-func resolve(e enroll.Enrollment) (*datastore.Enrollment, error) {
+func resolve(e adminapi.Enrollment) (*datastore.Enrollment, error) {
 	var hashes []string
 	if e.EKHash != "" {
 		if !ekHashPattern.MatchString(e.EKHash) {
@@ -74,7 +74,7 @@ func resolve(e enroll.Enrollment) (*datastore.Enrollment, error) {
 	return &datastore.Enrollment{EKHash: hashes[0], EKPublic: e.EKPublic, EKCert: e.EKCert, Comment: e.Comment}, nil
 }
 
-func (s *enrollServer) Enroll(ctx context.Context, req *enroll.EnrollRequest) (*enroll.EnrollResponse, error) {
+func (s *enrollServer) Enroll(ctx context.Context, req *adminapi.EnrollRequest) (*adminapi.EnrollResponse, error) {
 	if len(req.Enrollments) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "nothing to enroll")
 	}
@@ -92,16 +92,16 @@ func (s *enrollServer) Enroll(ctx context.Context, req *enroll.EnrollRequest) (*
 		}
 		return nil, status.Errorf(codes.Internal, "could not enroll: %v", err)
 	}
-	resp := &enroll.EnrollResponse{}
+	resp := &adminapi.EnrollResponse{}
 	for _, e := range es {
 		s.h.audit(ctx, "tpm_enroll", e.EKHash, "allow", "EK enrolled by an admin", map[string]string{"comment": e.Comment})
-		resp.Enrolled = append(resp.Enrolled, enroll.Enrollment{EKHash: e.EKHash, Comment: e.Comment})
+		resp.Enrolled = append(resp.Enrolled, adminapi.Enrollment{EKHash: e.EKHash, Comment: e.Comment})
 	}
 	s.h.Log.Info("TPM endorsement keys enrolled", "count", len(es))
 	return resp, nil
 }
 
-func (s *enrollServer) Unenroll(ctx context.Context, req *enroll.UnenrollRequest) error {
+func (s *enrollServer) Unenroll(ctx context.Context, req *adminapi.UnenrollRequest) error {
 	if !ekHashPattern.MatchString(req.EKHash) {
 		return status.Errorf(codes.InvalidArgument, "EK hash %q is not 64 lowercase hex digits", req.EKHash)
 	}
@@ -116,14 +116,14 @@ func (s *enrollServer) Unenroll(ctx context.Context, req *enroll.UnenrollRequest
 	return nil
 }
 
-func (s *enrollServer) List(ctx context.Context) (*enroll.ListResponse, error) {
+func (s *enrollServer) List(ctx context.Context) (*adminapi.ListResponse, error) {
 	es, err := s.h.Store.ListEnrollments(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "could not list enrollments: %v", err)
 	}
-	resp := &enroll.ListResponse{Enrollments: []enroll.Enrollment{}}
+	resp := &adminapi.ListResponse{Enrollments: []adminapi.Enrollment{}}
 	for _, e := range es {
-		resp.Enrollments = append(resp.Enrollments, enroll.Enrollment{EKHash: e.EKHash, EKPublic: e.EKPublic, EKCert: e.EKCert, Comment: e.Comment, CreatedAt: e.CreatedAt})
+		resp.Enrollments = append(resp.Enrollments, adminapi.Enrollment{EKHash: e.EKHash, EKPublic: e.EKPublic, EKCert: e.EKCert, Comment: e.Comment, CreatedAt: e.CreatedAt})
 	}
 	return resp, nil
 }
