@@ -203,6 +203,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return svid.run(gctx) })
 	g.Go(func() error { return index.Follow(gctx, c.Store, seq, 5*time.Second, log) })
 	g.Go(func() error { return s.pruneTokens(gctx) })
+	g.Go(func() error { s.reportSigning(gctx, authority, healthSrv); return nil })
 	if c.HealthAddr != "" {
 		g.Go(func() error {
 			return health.Serve(gctx, health.Config{Addr: c.HealthAddr, LivePath: c.LivePath, ReadyPath: c.ReadyPath, Ready: s.ready.Load})
@@ -269,6 +270,29 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("server: could not restrict %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// reportSigning makes the health checks follow the CA's ability to sign: a
+// server whose HSM went away stays up and serves what it can (bundles,
+// entries, cached state on agents), but reports NOT_SERVING until the keys
+// sign again.
+func (s *Server) reportSigning(ctx context.Context, authority *ca.CA, h *grpchealth.Server) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if authority.Healthy() == nil {
+			h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			s.ready.Store(true)
+		} else {
+			h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			s.ready.Store(false)
+		}
+	}
 }
 
 func (s *Server) pruneTokens(ctx context.Context) error {

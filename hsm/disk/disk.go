@@ -309,3 +309,12 @@ func article(kind string) string {
 	}
 	return "a " + kind
 }
+
+// Provenance says the key is a PKCS#8 key in the keys file: anyone who can
+// read the file holds it.
+func (m *Manager) Provenance(ctx context.Context, id string) (*hsm.Provenance, error) {
+	if _, err := m.GetKey(ctx, id); err != nil {
+		return nil, err
+	}
+	return &hsm.Provenance{Backend: "disk", Location: "file:" + m.path + "#" + id, Attributes: map[string]string{"format": "PKCS#8", "file_mode": "0600"}}, nil
+}

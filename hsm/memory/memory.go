@@ -86,3 +86,12 @@ func (m *Manager) DeleteKey(ctx context.Context, id string) error {
 	delete(m.keys, id)
 	return nil
 }
+
+// Provenance says the key lives in this process's memory: generated here,
+// gone at exit, and extractable by anyone who can read the process.
+func (m *Manager) Provenance(ctx context.Context, id string) (*hsm.Provenance, error) {
+	if _, err := m.GetKey(ctx, id); err != nil {
+		return nil, err
+	}
+	return &hsm.Provenance{Backend: "memory", Location: "memory:" + id, Attributes: map[string]string{"persisted": "false"}}, nil
+}

@@ -1,11 +1,16 @@
 package ca_test
 
 import (
+	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/hsm/memory"
@@ -137,5 +142,71 @@ func TestFailedPrepareLeavesNoKey(t *testing.T) {
 	j.saveErr = nil
 	if _, err := authority.Prepare(ctx, ca.X509); err != nil {
 		t.Fatalf("Prepare after the datastore came back: %v", err)
+	}
+}
+
+// flakyKeys fails every signature while down is set.
+type flakyKeys struct {
+	hsm.KeyManager
+	down *atomic.Bool
+}
+
+type flakyKey struct {
+	hsm.Key
+	down *atomic.Bool
+}
+
+func (k flakyKey) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	if k.down.Load() {
+		return nil, errors.New("token not present")
+	}
+	return k.Key.Sign(r, d, o)
+}
+
+func (m flakyKeys) GenerateKey(ctx context.Context, id string, t hsm.KeyType) (hsm.Key, error) {
+	k, err := m.KeyManager.GenerateKey(ctx, id, t)
+	return flakyKey{k, m.down}, err
+}
+
+func (m flakyKeys) GetKey(ctx context.Context, id string) (hsm.Key, error) {
+	k, err := m.KeyManager.GetKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return flakyKey{k, m.down}, nil
+}
+
+// An HSM that goes away makes the CA unhealthy, not dead; when it comes
+// back, signing and health recover with no restart.
+func TestHealthFollowsTheHSM(t *testing.T) {
+	ctx := t.Context()
+	down := &atomic.Bool{}
+	authority, _, _ := newCA(t, ca.Config{Keys: flakyKeys{memory.New(), down}, ProbeInterval: time.Millisecond})
+	if err := authority.Healthy(); err != nil {
+		t.Fatalf("healthy CA reports %v", err)
+	}
+	down.Store(true)
+	id := spiffeid.RequireFromPath(td, "/w")
+	if _, err := authority.SignX509SVID(ctx, ca.X509Params{ID: id, PublicKey: newKey(t).Public()}); err == nil {
+		t.Fatal("signing worked with the HSM gone")
+	}
+	if err := authority.Healthy(); err == nil || !strings.Contains(err.Error(), "token not present") {
+		t.Fatalf("Healthy with the HSM gone = %v", err)
+	}
+	down.Store(false)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { authority.Run(runCtx); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for authority.Healthy() != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	<-done
+	if err := authority.Healthy(); err != nil {
+		t.Fatalf("the CA did not recover: %v", err)
+	}
+	if _, err := authority.SignX509SVID(ctx, ca.X509Params{ID: id, PublicKey: newKey(t).Public()}); err != nil {
+		t.Fatal(err)
 	}
 }

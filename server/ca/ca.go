@@ -47,6 +47,9 @@ type Config struct {
 	JWTIssuer   string
 	Clock       func() time.Time // default time.Now
 	Log         *slog.Logger
+	// ProbeInterval is how often Run rotates and checks that the active
+	// keys can sign (default 10s).
+	ProbeInterval time.Duration
 }
 
 // Status is the state of an authority slot.
@@ -105,6 +108,8 @@ type CA struct {
 	x509   atomic.Pointer[x509Signer]
 	jwt    atomic.Pointer[jwtSigner]
 	bundle atomic.Pointer[Bundle]
+	// unhealthy holds why the active keys cannot sign, nil while they can.
+	unhealthy atomic.Pointer[error]
 }
 
 // New loads the CA's journal, or creates the first X.509 and JWT authorities
@@ -161,7 +166,11 @@ func New(ctx context.Context, c Config) (*CA, error) {
 
 // Run rotates the authorities as they age, until ctx ends.
 func (ca *CA) Run(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Second)
+	interval := ca.c.ProbeInterval
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -169,6 +178,7 @@ func (ca *CA) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		ca.probe()
 		ca.mu.Lock()
 		err := ca.rotateLocked(ctx)
 		ca.mu.Unlock()
@@ -445,6 +455,56 @@ func (ca *CA) getKey(ctx context.Context, id string) (hsm.Key, error) {
 	return key, nil
 }
 
+// Healthy returns nil while the active keys can sign, or why they cannot
+// (an HSM that went away). It is checked every probe interval and after
+// every failed signature, and clears by itself when signing works again.
+func (ca *CA) Healthy() error {
+	if p := ca.unhealthy.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (ca *CA) setHealth(err error) {
+	prev := ca.Healthy()
+	if err == nil {
+		ca.unhealthy.Store(nil)
+		if prev != nil {
+			ca.c.Log.Info("CA keys can sign again")
+		}
+		return
+	}
+	ca.unhealthy.Store(&err)
+	if prev == nil {
+		ca.c.Log.Error("CA keys cannot sign: new SVIDs cannot be issued; workloads keep their valid SVIDs", "error", err)
+	}
+}
+
+// probe signs a fixed digest with each active key.
+func (ca *CA) probe() {
+	var err error
+	if s := ca.x509.Load(); s != nil {
+		err = probeKey("X.509", s.key)
+	}
+	if s := ca.jwt.Load(); s != nil && err == nil {
+		err = probeKey("JWT", s.key)
+	}
+	ca.setHealth(err)
+}
+
+func probeKey(kind string, k hsm.Key) error {
+	h := crypto.SHA256
+	if k.Type() == hsm.ECP384 {
+		h = crypto.SHA384
+	}
+	d := h.New()
+	d.Write([]byte("plinth CA health probe"))
+	if _, err := k.Sign(rand.Reader, d.Sum(nil), h); err != nil {
+		return fmt.Errorf("ca: %s key %q cannot sign: %w", kind, k.ID(), err)
+	}
+	return nil
+}
+
 // Bundle returns the current trust bundle. The value is shared: do not modify it.
 func (ca *CA) Bundle() *Bundle { return ca.bundle.Load() }
 
@@ -525,7 +585,9 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509Params) ([]*x509.Certifica
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.cert, p.PublicKey, s.key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: could not sign X509-SVID for %q: %w", p.ID, err)
+		err = fmt.Errorf("ca: could not sign X509-SVID for %q: %w", p.ID, err)
+		ca.setHealth(err)
+		return nil, err
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -564,7 +626,9 @@ func (ca *CA) SignJWTSVID(ctx context.Context, id spiffeid.ID, audience []string
 	signing := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(body)
 	sig, err := signJWS(s.key, s.alg, []byte(signing))
 	if err != nil {
-		return "", time.Time{}, time.Time{}, fmt.Errorf("ca: could not sign JWT-SVID for %q: %w", id, err)
+		err = fmt.Errorf("ca: could not sign JWT-SVID for %q: %w", id, err)
+		ca.setHealth(err)
+		return "", time.Time{}, time.Time{}, err
 	}
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), now, exp, nil
 }
