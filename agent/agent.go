@@ -248,14 +248,26 @@ func (a *Agent) watch(ctx context.Context, c *client, trigger chan<- struct{}) {
 // renew renews the agent SVID at half life. The new key goes into the other
 // slot so a failed renewal never loses the working key.
 func (a *Agent) renew(ctx context.Context, st *state, c *client) error {
+	// Bundle updates wake the loop: an operator who taints the authority
+	// that signed the agent SVID wants it replaced now, not at half life.
+	sub := a.cache.Subscribe(nil)
+	defer sub.Close()
 	for {
 		leaf := st.leaf()
 		// At half life, but never in a tight loop (a very short TTL).
 		wait := max(time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore)/2)), time.Second)
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-timer.C:
+		case <-sub.Updates():
+			timer.Stop()
+			if !cache.SignedBy(leaf, a.cache.Tainted()) {
+				continue
+			}
+			a.c.Log.Info("the authority that signed the agent SVID is tainted; renewing now", "agent_id", st.id().String())
 		}
 		next, err := a.renewOnce(ctx, st, c)
 		if err != nil {

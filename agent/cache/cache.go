@@ -88,6 +88,8 @@ type Cache struct {
 	// taintedJWT holds the key IDs of JWT authorities the operator
 	// tainted: cached JWT-SVIDs they signed are not served again.
 	taintedJWT map[string]bool
+	// taintedX509 holds the X.509 authorities the operator tainted.
+	taintedX509 []*x509.Certificate
 }
 
 // New returns an empty cache.
@@ -233,10 +235,28 @@ func (c *Cache) JWT(entryID string, audience []string, now time.Time) *JWTSVID {
 	return s
 }
 
-func (c *Cache) setTaintedJWT(kids map[string]bool) {
+func (c *Cache) setTainted(x509s []*x509.Certificate, kids map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.taintedJWT = kids
+	c.taintedX509, c.taintedJWT = x509s, kids
+}
+
+// Tainted returns the X.509 authorities the operator tainted: whatever they
+// signed, the agent's own SVID included, is replaced at once.
+func (c *Cache) Tainted() []*x509.Certificate {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.taintedX509
+}
+
+// SignedBy reports whether cert was signed by one of the authorities.
+func SignedBy(cert *x509.Certificate, authorities []*x509.Certificate) bool {
+	for _, a := range authorities {
+		if cert.CheckSignatureFrom(a) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // PutJWT caches a JWT-SVID for an entry and audience.

@@ -125,7 +125,7 @@ func (m *Manager) Sync(ctx context.Context) error {
 		return err
 	}
 	taintedX509, taintedJWT := tainted(pb)
-	m.Cache.setTaintedJWT(taintedJWT)
+	m.Cache.setTainted(taintedX509, taintedJWT)
 	pes, err := m.Client.Entries(ctx)
 	if err != nil {
 		return fmt.Errorf("cache: could not fetch entries: %w", denied(err))
@@ -146,7 +146,7 @@ func (m *Manager) Sync(ctx context.Context) error {
 		// Renew when missing, changed, past half life, signed by an
 		// authority that left the bundle, or by one the operator tainted
 		// (at once, not at half life).
-		if s == nil || s.Revision != e.Revision || !now.Before(s.HalfLife()) || !signedBy(s, bundle.X509Authorities()) || signedBy(s, taintedX509) {
+		if s == nil || s.Revision != e.Revision || !now.Before(s.HalfLife()) || !SignedBy(s.Chain[len(s.Chain)-1], bundle.X509Authorities()) || SignedBy(s.Chain[len(s.Chain)-1], taintedX509) {
 			need = append(need, e)
 		}
 	}
@@ -161,16 +161,6 @@ func (m *Manager) Sync(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// signedBy reports whether s chains to one of the authorities.
-func signedBy(s *X509SVID, authorities []*x509.Certificate) bool {
-	for _, a := range authorities {
-		if s.Chain[len(s.Chain)-1].CheckSignatureFrom(a) == nil {
-			return true
-		}
-	}
-	return false
 }
 
 func (m *Manager) sign(ctx context.Context, es []*Entry) ([]*X509SVID, error) {
