@@ -76,6 +76,15 @@ type TPMKeyManager struct {
 	Directory string
 }
 
+// DiskUpstreamAuthority is the server's UpstreamAuthority "disk": a
+// corporate CA whose certificate and key are files. It signs the server's
+// CA, so the trust bundle is the corporate root.
+type DiskUpstreamAuthority struct {
+	CertFilePath   string // the upstream CA certificate (PEM), and intermediates after it
+	KeyFilePath    string // its private key (PEM)
+	BundleFilePath string // the roots (PEM); default: the certificate itself, when self-signed
+}
+
 // settingsFunc decodes a plugin's plugin_data block into its settings type.
 // It reports problems through the block and returns the settings anyway.
 type settingsFunc func(data *block) any
@@ -86,6 +95,7 @@ type count int
 const (
 	exactlyOne count = iota
 	oneOrMore
+	atMostOne
 )
 
 // pluginKind is one kind of plugin a process takes, and the names it knows.
@@ -107,6 +117,11 @@ var serverPlugins = map[string]pluginKind{
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
 		"tpm":        decodeTPMNodeAttestor,
+	}},
+	"UpstreamAuthority": {atMostOne, map[string]settingsFunc{
+		"disk": func(b *block) any {
+			return DiskUpstreamAuthority{CertFilePath: b.requiredString("cert_file_path"), KeyFilePath: b.requiredString("key_file_path"), BundleFilePath: b.string("bundle_file_path", "")}
+		},
 	}},
 }
 
@@ -235,9 +250,9 @@ func decodePlugins(top *block, kinds map[string]pluginKind) map[string][]Plugin 
 		switch {
 		case len(s) == 0 && k.count == exactlyOne:
 			pb.d.errorf(pb.pos, "missing %s plugin (want exactly one of: %s)", kind, names)
-		case len(s) == 0:
+		case len(s) == 0 && k.count == oneOrMore:
 			pb.d.errorf(pb.pos, "missing %s plugin (want at least one of: %s)", kind, names)
-		case len(s) > 1 && k.count == exactlyOne:
+		case len(s) > 1 && k.count != oneOrMore:
 			for _, it := range s[1:] {
 				pb.d.errorf(it.Keys[0].Pos(), "more than one %s: %q (line %d) and %q; keep one",
 					kind, keyText(s[0].Keys[1]), s[0].Keys[0].Pos().Line, keyText(it.Keys[1]))

@@ -41,7 +41,9 @@ type Server struct {
 
 	DataStore     Plugin   // exactly one; Settings is SQLDataStore
 	KeyManager    Plugin   // exactly one; Settings is DiskKeyManager or MemoryKeyManager
-	NodeAttestors []Plugin // one or more; Settings is JoinTokenNodeAttestor
+	NodeAttestors []Plugin // one or more; Settings is JoinTokenNodeAttestor or TPMNodeAttestor
+	// UpstreamAuthority is optional; Settings is DiskUpstreamAuthority.
+	UpstreamAuthority *Plugin
 	HealthChecks  HealthChecks
 }
 
@@ -93,6 +95,9 @@ func ParseServer(name string, src []byte) (*Server, error) {
 	s.DataStore = first(plugins["DataStore"])
 	s.KeyManager = first(plugins["KeyManager"])
 	s.NodeAttestors = plugins["NodeAttestor"]
+	if ups := plugins["UpstreamAuthority"]; len(ups) > 0 {
+		s.UpstreamAuthority = &ups[0]
+	}
 	s.HealthChecks = decodeHealthChecks(top)
 	top.end()
 

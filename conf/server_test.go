@@ -75,7 +75,7 @@ s.conf:3: unknown key "Data_Dir" in server block (did you mean "data_dir"?)`,
 `,
 			want: `s.conf:5: missing NodeAttestor plugin (want at least one of: join_token, tpm)
 s.conf:8: unknown plugin type "NodeAtestor" (did you mean "NodeAttestor"?)
-s.conf:9: unknown plugin type "Notifier" (Plinth knows DataStore, KeyManager, NodeAttestor)`,
+s.conf:9: unknown plugin type "Notifier" (Plinth knows DataStore, KeyManager, NodeAttestor, UpstreamAuthority)`,
 		},
 		{
 			name: "unknown key in a plugin block",

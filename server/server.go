@@ -61,6 +61,8 @@ type Config struct {
 	CASubject                                pkix.Name
 	JWTIssuer                                string
 	AdminIDs                                 []spiffeid.ID
+	// Upstream, when set, signs the server's CA (the bundle is its roots).
+	Upstream *ca.Upstream
 
 	Log *slog.Logger
 }
@@ -114,7 +116,7 @@ func (s *Server) Run(ctx context.Context) error {
 	authority, err := ca.New(ctx, ca.Config{
 		TrustDomain: c.TrustDomain, Keys: c.Keys, Journal: journal{c.Store},
 		CATTL: c.CATTL, X509SVIDTTL: c.X509SVIDTTL, JWTSVIDTTL: c.JWTSVIDTTL,
-		KeyType: c.CAKeyType, JWTKeyType: c.JWTKeyType, Subject: c.CASubject, JWTIssuer: c.JWTIssuer,
+		KeyType: c.CAKeyType, JWTKeyType: c.JWTKeyType, Subject: c.CASubject, JWTIssuer: c.JWTIssuer, Upstream: c.Upstream,
 		Log: log.With("part", "ca"),
 	})
 	if err != nil {

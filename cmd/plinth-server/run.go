@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +21,7 @@ import (
 	"github.com/plinth-id/plinth/hsm/disk"
 	"github.com/plinth-id/plinth/hsm/memory"
 	"github.com/plinth-id/plinth/server"
+	"github.com/plinth-id/plinth/server/ca"
 	"github.com/plinth-id/plinth/server/datastore"
 	"github.com/plinth-id/plinth/tpm/verify"
 )
@@ -68,6 +72,11 @@ func runServer(ctx context.Context, args []string) error {
 	if h := cfg.HealthChecks; h.ListenerEnabled {
 		c.HealthAddr = net.JoinHostPort(h.BindAddress, strconv.Itoa(h.BindPort))
 		c.LivePath, c.ReadyPath = h.LivePath, h.ReadyPath
+	}
+	if cfg.UpstreamAuthority != nil {
+		if c.Upstream, err = newUpstream(*cfg.UpstreamAuthority); err != nil {
+			return err
+		}
 	}
 	s, err := server.New(c)
 	if err != nil {
@@ -131,6 +140,107 @@ func newTPMAttestor(cfg *conf.Server, s conf.TPMNodeAttestor, store *datastore.S
 		}
 	}
 	return tpmattestor.NewServer(c)
+}
+
+func newUpstream(p conf.Plugin) (*ca.Upstream, error) {
+	switch s := p.Settings.(type) {
+	case conf.DiskUpstreamAuthority:
+		certs, err := readPEMCerts(s.CertFilePath)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"disk\": cert_file_path: %w", err)
+		}
+		keyPEM, err := os.ReadFile(s.KeyFilePath)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"disk\": key_file_path: %w", err)
+		}
+		key, err := parsePEMKey(keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"disk\": key_file_path %s: %w", s.KeyFilePath, err)
+		}
+		var roots []*x509.Certificate
+		if s.BundleFilePath != "" {
+			if roots, err = readPEMCerts(s.BundleFilePath); err != nil {
+				return nil, fmt.Errorf("UpstreamAuthority \"disk\": bundle_file_path: %w", err)
+			}
+		}
+		return upstream(certs, key, roots)
+	}
+	return nil, fmt.Errorf("UpstreamAuthority %q is not supported", p.Name)
+}
+
+// upstream checks an upstream CA chain and key and says what the bundle is.
+func upstream(certs []*x509.Certificate, key crypto.Signer, roots []*x509.Certificate) (*ca.Upstream, error) {
+	cert := certs[0]
+	if !cert.IsCA {
+		return nil, errors.New("the upstream certificate is not a CA certificate")
+	}
+	if k, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
+		return nil, errors.New("the upstream key does not match the upstream certificate")
+	}
+	up := &ca.Upstream{Cert: cert, Key: key, Roots: roots}
+	selfSigned := cert.CheckSignatureFrom(cert) == nil
+	if !selfSigned {
+		up.Intermediates = append(up.Intermediates, cert)
+	}
+	up.Intermediates = append(up.Intermediates, certs[1:]...)
+	if len(up.Roots) == 0 {
+		if !selfSigned {
+			return nil, errors.New("the upstream certificate is not a root: set bundle_file_path to the roots")
+		}
+		up.Roots = []*x509.Certificate{cert}
+	}
+	return up, nil
+}
+
+func readPEMCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return certs, nil
+}
+
+func parsePEMKey(data []byte) (crypto.Signer, error) {
+	b, _ := pem.Decode(data)
+	if b == nil {
+		return nil, errors.New("no PEM block")
+	}
+	var k any
+	var err error
+	switch b.Type {
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(b.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	default:
+		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("unsupported key %T", k)
+	}
+	return s, nil
 }
 
 // redeemJoinToken adapts the datastore's token table to the join_token attestor.

@@ -119,6 +119,9 @@ func (ca *CA) Activate(ctx context.Context, kind Kind, id string) (AuthorityStat
 // cannot be tainted.
 func (ca *CA) Taint(ctx context.Context, kind Kind, id string) (AuthorityState, error) {
 	return ca.change(ctx, kind, func(_ *journal, list *[]*authority) (*authority, error) {
+		if kind == X509 && ca.c.Upstream != nil {
+			return nil, fmt.Errorf("%w: an upstream authority signs this server's X.509 CA; the bundle holds only its roots, so a local authority cannot be tainted", ErrPrecondition)
+		}
 		a, err := oldAuthority(kind, *list, id)
 		if err != nil {
 			return nil, err

@@ -50,6 +50,20 @@ type Config struct {
 	// ProbeInterval is how often Run rotates and checks that the active
 	// keys can sign (default 10s).
 	ProbeInterval time.Duration
+	// Upstream, when set, signs the server's CA certificates instead of
+	// self-signing them, so the trust bundle is the upstream's roots.
+	Upstream *Upstream
+}
+
+// Upstream is an existing (corporate) CA that signs the server's CA.
+type Upstream struct {
+	Cert *x509.Certificate // the upstream CA certificate that signs
+	Key  crypto.Signer     // its key: a file or an HSM key
+	// Intermediates are the certificates between Cert and a root, Cert
+	// included when it is not itself a root; they travel in every chain.
+	Intermediates []*x509.Certificate
+	// Roots are the trust bundle.
+	Roots []*x509.Certificate
 }
 
 // Status is the state of an authority slot.
@@ -85,8 +99,9 @@ type journal struct {
 
 // signer is an active authority ready to sign.
 type x509Signer struct {
-	cert *x509.Certificate
-	key  hsm.Key
+	cert  *x509.Certificate
+	key   hsm.Key
+	chain []*x509.Certificate // cert, then the upstream intermediates
 }
 
 type jwtSigner struct {
@@ -394,9 +409,17 @@ func (ca *CA) newAuthority(ctx context.Context, j *journal, kind, slot string, n
 		// SubjectKeyId is left empty: Go derives it from the SHA-1 of the
 		// public key (RFC 5280), which is SPIRE's X.509 authority ID.
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	parent, signer := tmpl, crypto.Signer(key)
+	if up := ca.c.Upstream; up != nil {
+		// An intermediate of the corporate CA: it cannot outlive it.
+		parent, signer = up.Cert, up.Key
+		if tmpl.NotAfter.After(up.Cert.NotAfter) {
+			tmpl.NotAfter, a.NotAfter = up.Cert.NotAfter, up.Cert.NotAfter
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
 	if err != nil {
-		return nil, fmt.Errorf("ca: could not self-sign CA certificate: %w", err)
+		return nil, fmt.Errorf("ca: could not sign the CA certificate: %w", err)
 	}
 	a.CertDER = der
 	return a, nil
@@ -411,13 +434,26 @@ func (ca *CA) loadSignersLocked(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("ca: journal holds a corrupt certificate for slot %s: %w", a.Slot, err)
 		}
-		b.X509Authorities = append(b.X509Authorities, X509Authority{Cert: cert, Tainted: a.Tainted})
+		if ca.c.Upstream == nil {
+			b.X509Authorities = append(b.X509Authorities, X509Authority{Cert: cert, Tainted: a.Tainted})
+		}
 		if a.Status == Active {
 			key, err := ca.getKey(ctx, a.KeyID)
 			if err != nil {
 				return err
 			}
-			ca.x509.Store(&x509Signer{cert: cert, key: key})
+			chain := []*x509.Certificate{cert}
+			if up := ca.c.Upstream; up != nil {
+				chain = append(chain, up.Intermediates...)
+			}
+			ca.x509.Store(&x509Signer{cert: cert, key: key, chain: chain})
+		}
+	}
+	if up := ca.c.Upstream; up != nil {
+		// The trust bundle is the corporate root: the server's own CA
+		// certificates are intermediates that travel in every chain.
+		for _, r := range up.Roots {
+			b.X509Authorities = append(b.X509Authorities, X509Authority{Cert: r})
 		}
 	}
 	for _, a := range ca.j.JWT {
@@ -593,7 +629,7 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509Params) ([]*x509.Certifica
 	if err != nil {
 		return nil, fmt.Errorf("ca: could not parse signed X509-SVID: %w", err)
 	}
-	return []*x509.Certificate{leaf}, nil
+	return append([]*x509.Certificate{leaf}, s.chain...), nil
 }
 
 // SignJWTSVID signs a JWT-SVID for id and audience. ttl 0 takes the
