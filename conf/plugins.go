@@ -76,6 +76,40 @@ type TPMKeyManager struct {
 	Directory string
 }
 
+// PKCS11 says how to reach a PKCS#11 token. The PIN is never written in the
+// configuration: it is read from PINFile or the environment variable PINEnv.
+type PKCS11 struct {
+	ModulePath string // e.g. /usr/lib/softhsm/libsofthsm2.so
+	TokenLabel string
+	PINFile    string
+	PINEnv     string
+}
+
+// PKCS11KeyManager is the server's KeyManager "pkcs11": CA keys generated
+// and kept in a PKCS#11 token.
+type PKCS11KeyManager struct {
+	PKCS11
+	KeyPrefix string // optional namespace for the key labels
+}
+
+// AWSKMSKeyManager is the server's KeyManager "aws_kms". Credentials come
+// from the standard AWS chain (environment, shared config, instance role).
+type AWSKMSKeyManager struct {
+	Region      string
+	Endpoint    string // endpoint override (VPC endpoint)
+	AliasPrefix string // default alias/plinth/<trust domain>/
+	ServerID    string // tags the keys this server creates; default the host name
+}
+
+// PKCS11UpstreamAuthority is the server's UpstreamAuthority "pkcs11": the
+// corporate CA's key is in a PKCS#11 token, its certificate in a file.
+type PKCS11UpstreamAuthority struct {
+	PKCS11
+	KeyLabel       string
+	CertFilePath   string
+	BundleFilePath string
+}
+
 // DiskUpstreamAuthority is the server's UpstreamAuthority "disk": a
 // corporate CA whose certificate and key are files. It signs the server's
 // CA, so the trust bundle is the corporate root.
@@ -111,14 +145,19 @@ var serverPlugins = map[string]pluginKind{
 		"sql": decodeSQLDataStore,
 	}},
 	"KeyManager": {exactlyOne, map[string]settingsFunc{
-		"disk":   decodeDiskKeyManager,
-		"memory": func(*block) any { return MemoryKeyManager{} },
+		"disk":    decodeDiskKeyManager,
+		"memory":  func(*block) any { return MemoryKeyManager{} },
+		"pkcs11":  func(b *block) any { return PKCS11KeyManager{PKCS11: decodePKCS11(b), KeyPrefix: b.string("key_prefix", "")} },
+		"aws_kms": decodeAWSKMS,
 	}},
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
 		"tpm":        decodeTPMNodeAttestor,
 	}},
 	"UpstreamAuthority": {atMostOne, map[string]settingsFunc{
+		"pkcs11": func(b *block) any {
+			return PKCS11UpstreamAuthority{PKCS11: decodePKCS11(b), KeyLabel: b.requiredString("key_label"), CertFilePath: b.requiredString("cert_file_path"), BundleFilePath: b.string("bundle_file_path", "")}
+		},
 		"disk": func(b *block) any {
 			return DiskUpstreamAuthority{CertFilePath: b.requiredString("cert_file_path"), KeyFilePath: b.requiredString("key_file_path"), BundleFilePath: b.string("bundle_file_path", "")}
 		},
@@ -202,6 +241,21 @@ func decodeAgentTPMNodeAttestor(b *block) any {
 		}
 	}
 	return s
+}
+
+func decodePKCS11(b *block) PKCS11 {
+	p := PKCS11{ModulePath: b.requiredString("module_path"), TokenLabel: b.requiredString("token_label"), PINFile: b.string("pin_file", ""), PINEnv: b.string("pin_env", "")}
+	if pin, pos, ok := b.str("pin"); ok && pin != "" {
+		b.d.errorf(pos, "pin: a PIN is never written in the configuration; put it in a file (pin_file) or an environment variable (pin_env)")
+	}
+	if (p.PINFile == "") == (p.PINEnv == "") {
+		b.d.errorf(b.pos, "set exactly one of pin_file and pin_env")
+	}
+	return p
+}
+
+func decodeAWSKMS(b *block) any {
+	return AWSKMSKeyManager{Region: b.requiredString("region"), Endpoint: b.string("endpoint", ""), AliasPrefix: b.string("alias_prefix", ""), ServerID: b.string("server_id", "")}
 }
 
 func decodeDiskKeyManager(b *block) any {

@@ -230,7 +230,7 @@ plugins {
 			want: `s.conf:1: missing required key "trust_domain" in server block
 s.conf:1: missing required key "data_dir" in server block
 s.conf:4: missing DataStore plugin (want exactly one of: sql)
-s.conf:4: missing KeyManager plugin (want exactly one of: disk, memory)
+s.conf:4: missing KeyManager plugin (want exactly one of: aws_kms, disk, memory, pkcs11)
 s.conf:4: missing NodeAttestor plugin (want at least one of: join_token, tpm)`,
 		},
 		{
@@ -281,11 +281,22 @@ s.conf:7: missing required key "keys_path" in plugin_data of KeyManager "disk"`,
 			name: "unknown plugin name",
 			src: okServerBlock + `plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3" connection_string = "db" } }
-    KeyManager "aws_kms" { plugin_data { region = "us-east-1" } }
+    KeyManager "vault" { plugin_data { address = "https://vault" } }
     NodeAttestor "join_token" {}
 }
 `,
-			want: `s.conf:7: unknown KeyManager "aws_kms" (Plinth knows disk, memory)`,
+			want: `s.conf:7: unknown KeyManager "vault" (Plinth knows aws_kms, disk, memory, pkcs11)`,
+		},
+		{
+			name: "PIN in the configuration",
+			src: okServerBlock + `plugins {
+    DataStore "sql" { plugin_data { database_type = "sqlite3" connection_string = "db" } }
+    KeyManager "pkcs11" { plugin_data { module_path = "/m.so" token_label = "t" pin = "1234" } }
+    NodeAttestor "join_token" {}
+}
+`,
+			want: `s.conf:7: set exactly one of pin_file and pin_env
+s.conf:7: pin: a PIN is never written in the configuration; put it in a file (pin_file) or an environment variable (pin_env)`,
 		},
 		{
 			name: "plugin without a name",
