@@ -206,6 +206,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return index.Follow(gctx, c.Store, seq, 5*time.Second, log) })
 	g.Go(func() error { return s.pruneTokens(gctx) })
 	g.Go(func() error { s.reportSigning(gctx, authority, healthSrv); return nil })
+	if sw, ok := c.Keys.(hsm.Sweeper); ok {
+		g.Go(func() error { s.sweep(gctx, sw); return nil })
+	}
 	if c.HealthAddr != "" {
 		g.Go(func() error {
 			return health.Serve(gctx, health.Config{Addr: c.HealthAddr, LivePath: c.LivePath, ReadyPath: c.ReadyPath, Ready: s.ready.Load})
@@ -293,6 +296,25 @@ func (s *Server) reportSigning(ctx context.Context, authority *ca.CA, h *grpchea
 		} else {
 			h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 			s.ready.Store(false)
+		}
+	}
+}
+
+// sweep removes keys the key manager created that back no key ID (left by
+// a crash between creating a key and recording it), every hour.
+func (s *Server) sweep(ctx context.Context, sw hsm.Sweeper) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := sw.Sweep(ctx); err != nil {
+			s.c.Log.Warn("could not sweep orphaned keys; will retry", "error", err)
+		} else if n > 0 {
+			s.c.Log.Info("scheduled orphaned keys for deletion", "count", n)
 		}
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
@@ -18,6 +20,7 @@ import (
 	tpmattestor "github.com/plinth-id/plinth/attestors/tpm"
 	"github.com/plinth-id/plinth/conf"
 	"github.com/plinth-id/plinth/hsm"
+	"github.com/plinth-id/plinth/hsm/awskms"
 	"github.com/plinth-id/plinth/hsm/disk"
 	"github.com/plinth-id/plinth/hsm/memory"
 	"github.com/plinth-id/plinth/server"
@@ -51,7 +54,7 @@ func runServer(ctx context.Context, args []string) error {
 		return err
 	}
 	defer store.Close()
-	keys, err := newKeyManager(cfg.KeyManager)
+	keys, err := newKeyManager(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -99,12 +102,27 @@ func openDataStore(ctx context.Context, p conf.Plugin) (*datastore.Store, error)
 	return nil, fmt.Errorf("DataStore %q is not supported", p.Name)
 }
 
-func newKeyManager(p conf.Plugin) (hsm.KeyManager, error) {
+func newKeyManager(ctx context.Context, cfg *conf.Server, log *slog.Logger) (hsm.KeyManager, error) {
+	p := cfg.KeyManager
 	switch s := p.Settings.(type) {
 	case conf.DiskKeyManager:
 		return disk.New(s.KeysPath)
 	case conf.MemoryKeyManager:
 		return memory.New(), nil
+	case conf.AWSKMSKeyManager:
+		c := awskms.Config{Region: s.Region, Endpoint: s.Endpoint, AliasPrefix: s.AliasPrefix, ServerID: s.ServerID, Log: log.With("part", "aws_kms")}
+		if c.ServerID == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return nil, fmt.Errorf(`KeyManager "aws_kms": server_id is not set and the host name is unknown: %w`, err)
+			}
+			c.ServerID = host
+		}
+		if c.AliasPrefix == "" {
+			// KMS aliases allow no dots.
+			c.AliasPrefix = "alias/plinth/" + strings.NewReplacer(".", "_").Replace(cfg.TrustDomain.Name()) + "/"
+		}
+		return awskms.New(ctx, c)
 	}
 	return nil, fmt.Errorf("KeyManager %q is not supported", p.Name)
 }
