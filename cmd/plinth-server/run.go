@@ -23,6 +23,7 @@ import (
 	"github.com/plinth-id/plinth/hsm/awskms"
 	"github.com/plinth-id/plinth/hsm/disk"
 	"github.com/plinth-id/plinth/hsm/memory"
+	"github.com/plinth-id/plinth/hsm/pkcs11"
 	"github.com/plinth-id/plinth/server"
 	"github.com/plinth-id/plinth/server/ca"
 	"github.com/plinth-id/plinth/server/datastore"
@@ -109,6 +110,12 @@ func newKeyManager(ctx context.Context, cfg *conf.Server, log *slog.Logger) (hsm
 		return disk.New(s.KeysPath)
 	case conf.MemoryKeyManager:
 		return memory.New(), nil
+	case conf.PKCS11KeyManager:
+		pin, err := readPIN(s.PKCS11)
+		if err != nil {
+			return nil, fmt.Errorf(`KeyManager "pkcs11": %w`, err)
+		}
+		return pkcs11.New(pkcs11.Config{Module: s.ModulePath, TokenLabel: s.TokenLabel, PIN: pin, KeyIDPrefix: s.KeyPrefix, Log: log.With("part", "pkcs11")})
 	case conf.AWSKMSKeyManager:
 		c := awskms.Config{Region: s.Region, Endpoint: s.Endpoint, AliasPrefix: s.AliasPrefix, ServerID: s.ServerID, Log: log.With("part", "aws_kms")}
 		if c.ServerID == "" {
@@ -182,8 +189,53 @@ func newUpstream(p conf.Plugin) (*ca.Upstream, error) {
 			}
 		}
 		return upstream(certs, key, roots)
+	case conf.PKCS11UpstreamAuthority:
+		certs, err := readPEMCerts(s.CertFilePath)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": cert_file_path: %w", err)
+		}
+		pin, err := readPIN(s.PKCS11)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": %w", err)
+		}
+		m, err := pkcs11.New(pkcs11.Config{Module: s.ModulePath, TokenLabel: s.TokenLabel, PIN: pin})
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": %w", err)
+		}
+		key, err := m.GetKey(context.Background(), s.KeyLabel)
+		if err != nil {
+			return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": key %q: %w", s.KeyLabel, err)
+		}
+		var roots []*x509.Certificate
+		if s.BundleFilePath != "" {
+			if roots, err = readPEMCerts(s.BundleFilePath); err != nil {
+				return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": bundle_file_path: %w", err)
+			}
+		}
+		return upstream(certs, key, roots)
 	}
 	return nil, fmt.Errorf("UpstreamAuthority %q is not supported", p.Name)
+}
+
+// readPIN reads a PKCS#11 PIN from its file or environment variable. The
+// PIN is never logged nor echoed in errors.
+func readPIN(p conf.PKCS11) (string, error) {
+	if p.PINEnv != "" {
+		pin, ok := os.LookupEnv(p.PINEnv)
+		if !ok || pin == "" {
+			return "", fmt.Errorf("the environment variable %s (pin_env) is not set", p.PINEnv)
+		}
+		return pin, nil
+	}
+	b, err := os.ReadFile(p.PINFile)
+	if err != nil {
+		return "", fmt.Errorf("could not read pin_file: %w", err)
+	}
+	pin := strings.TrimRight(string(b), "\r\n")
+	if pin == "" {
+		return "", fmt.Errorf("pin_file %s is empty", p.PINFile)
+	}
+	return pin, nil
 }
 
 // upstream checks an upstream CA chain and key and says what the bundle is.
