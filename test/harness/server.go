@@ -51,12 +51,7 @@ plugins {
             connection_string = "%[2]s/data/datastore.sqlite3"
         }
     }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = "%[2]s/data/keys.json"
-        }
-    }
-    NodeAttestor "join_token" {
+%[6]s    NodeAttestor "join_token" {
         plugin_data {}
     }
 %[5]s}
@@ -76,6 +71,20 @@ func NewServer(tb testing.TB, bin, extra string) *Server {
 	return NewServerWithPlugins(tb, bin, extra, "")
 }
 
+// keyManager is the default KeyManager "disk" block, unless plugins names
+// another KeyManager.
+func keyManager(plugins, dir string) string {
+	if strings.Contains(plugins, "KeyManager ") {
+		return ""
+	}
+	return fmt.Sprintf(`    KeyManager "disk" {
+        plugin_data {
+            keys_path = "%s/data/keys.json"
+        }
+    }
+`, dir)
+}
+
 // NewServerWithPlugins is NewServer with plugins added to the plugins
 // block (such as NodeAttestor "tpm").
 func NewServerWithPlugins(tb testing.TB, bin, extra, plugins string) *Server {
@@ -89,7 +98,7 @@ func NewServerWithPlugins(tb testing.TB, bin, extra, plugins string) *Server {
 		HealthPort: freePort(tb),
 		bin:        bin,
 	}
-	writeFile(tb, s.Config, fmt.Sprintf(serverConfig, s.Port, dir, s.HealthPort, extra, plugins))
+	writeFile(tb, s.Config, fmt.Sprintf(serverConfig, s.Port, dir, s.HealthPort, extra, plugins, keyManager(plugins, dir)))
 	return s
 }
 
