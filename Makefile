@@ -14,7 +14,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./demo/...
 
 demo: build
-	$(BIN)/plinth-demo -bin $(BIN)
+	$(BIN)/plinth-demo -bin $(BIN) -hsm "$(HSM)"
 
 # deps installs the Debian packages the TPM and HSM tiers use, only when one
 # is missing, and downloads the Go modules.

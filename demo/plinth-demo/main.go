@@ -35,9 +35,11 @@ type demo struct {
 	serverSock string
 	agentSock  string
 	port       int
+	hsm        string // "softhsm": CA keys in a private SoftHSM token
 	tpmState   string // the simulator's state file: its seed and manufacturer CA
 	tpmCA      string // the manufacturer CA bundle the server trusts
 	ekHash     string
+	env        []string // extra environment of the server (SOFTHSM2_CONF)
 	procs      []*exec.Cmd
 	logs       map[string]*bytes.Buffer
 }
@@ -45,10 +47,17 @@ type demo struct {
 func main() {
 	bin := flag.String("bin", "bin", "directory holding plinth-server, plinth-agent and demo-workload")
 	keep := flag.Bool("keep", false, "keep the temporary directory for inspection")
+	hsmFlag := flag.String("hsm", "", `where the CA keys live: "" (a file) or "softhsm" (a private SoftHSM token)`)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := newDemo(*bin)
+	if err == nil {
+		d.hsm = *hsmFlag
+		if d.hsm != "" && d.hsm != "softhsm" {
+			err = fmt.Errorf("unknown -hsm %q (want softhsm)", d.hsm)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -120,9 +129,29 @@ func (d *demo) run(ctx context.Context) error {
 	note("EK %s (SHA-256 of the endorsement key: the node's identity)", d.ekHash)
 	note("manufacturer CA for the server: %s", d.tpmCA)
 
-	step("Starting plinth-server (trust domain %s, SQLite datastore, CA keys on disk, TPM attestation)", td)
+	keyManager := fmt.Sprintf(`KeyManager "disk" { plugin_data { keys_path = "%s/server/keys.json" } }`, d.dir)
+	where := "CA keys on disk"
+	if d.hsm == "softhsm" {
+		step("Creating a private SoftHSM token for the CA keys")
+		token, err := simulator.StartSoftHSM(filepath.Join(d.dir, "softhsm"), "plinth", "demo-pin-1234")
+		if err != nil {
+			return err
+		}
+		// The server reads the PIN from a file and SoftHSM its config from
+		// the environment; the PIN is never in the configuration.
+		pinFile := filepath.Join(d.dir, "softhsm", "pin")
+		if err := os.WriteFile(pinFile, []byte(token.PIN), 0o600); err != nil {
+			return err
+		}
+		d.env = token.Environ()
+		keyManager = fmt.Sprintf(`KeyManager "pkcs11" { plugin_data { module_path = "%s"  token_label = "%s"  pin_file = "%s" } }`, token.Module, token.TokenLabel, pinFile)
+		where = "CA keys generated inside a SoftHSM token"
+		note("token %q in %s (PIN in a 0600 file, never in the configuration)", token.TokenLabel, token.TokenDir)
+	}
+
+	step("Starting plinth-server (trust domain %s, SQLite datastore, %s, TPM attestation)", td, where)
 	serverConf := filepath.Join(d.dir, "server.conf")
-	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, d.dir, d.tpmCA)), 0o600); err != nil {
+	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, keyManager, d.tpmCA)), 0o600); err != nil {
 		return err
 	}
 	if err := d.start("server", filepath.Join(d.bin, "plinth-server"), "run", "-config", serverConf); err != nil {
@@ -132,6 +161,15 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	note("listening on 127.0.0.1:%d for agents; admin socket %s", d.port, d.serverSock)
+	if d.hsm != "" {
+		shown, err := d.admin(ctx, "localauthority", "x509", "show")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(shown), "\n") {
+			note("%s", line)
+		}
+	}
 
 	step("Exporting the trust bundle the agent will trust on first contact")
 	bundle, err := d.admin(ctx, "bundle", "show")
@@ -316,6 +354,7 @@ func copyFile(src, dst string) error {
 func (d *demo) start(name, path string, args ...string) error {
 	cmd := exec.Command(path, args...)
 	cmd.Dir = d.dir
+	cmd.Env = append(os.Environ(), d.env...)
 	buf := &bytes.Buffer{}
 	d.logs[name] = buf
 	cmd.Stdout, cmd.Stderr = buf, buf
@@ -362,7 +401,9 @@ func (d *demo) waitHealthy(ctx context.Context, bin, sock string) error {
 // admin runs a plinth-server admin command against the demo's server.
 func (d *demo) admin(ctx context.Context, args ...string) (string, error) {
 	args = append(args, "-socketPath", d.serverSock)
-	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "plinth-server"), args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "plinth-server"), args...)
+	cmd.Env = append(os.Environ(), d.env...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("plinth-server %s: %v: %s", strings.Join(args, " "), err, out)
 	}
@@ -379,7 +420,7 @@ const serverConfig = `server {
 }
 plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3"  connection_string = "%s/server/datastore.sqlite3" } }
-    KeyManager "disk" { plugin_data { keys_path = "%s/server/keys.json" } }
+    %s
     NodeAttestor "tpm" { plugin_data { ek_ca_path = "%s"  enrollment = "ek_cert" } }
 }
 `
