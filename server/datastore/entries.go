@@ -59,6 +59,20 @@ func (s *Store) CreateEntries(ctx context.Context, es []*Entry) ([]*Entry, []err
 	if len(es) == 0 {
 		return out, errs
 	}
+	if len(es) == 1 {
+		// One item: its transaction is its savepoint (the common case: the
+		// CLI creates one entry per call).
+		var itemErr error
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			out[0], itemErr = s.createEntry(ctx, tx, es[0])
+			return itemErr
+		})
+		if itemErr == nil && err != nil {
+			out[0] = nil
+		}
+		errs[0] = err
+		return out, errs
+	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		for i, e := range es {
 			// A savepoint per item, so a failure halfway through one

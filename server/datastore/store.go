@@ -68,6 +68,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"_txlock=immediate", // take the write lock at BEGIN, so busy_timeout applies
 		"_pragma=journal_mode(WAL)",
 		"_pragma=synchronous(NORMAL)",
+		"_pragma=cache_size(-16000)", // 16 MB: the entry indexes stay in memory
+		"_pragma=mmap_size(268435456)",
 		"_pragma=foreign_keys(1)",
 	))
 	if err != nil {
