@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/plinth-id/plinth/adminapi"
 	"github.com/plinth-id/plinth/server/ca"
@@ -47,7 +48,16 @@ func (h *Handlers) change(ctx context.Context, what string, kind ca.Kind, id str
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "could not %s the %s authority: %v", what, kind, err)
 	}
-	h.audit(ctx, "authority_"+what, string(kind)+":"+s.ID, "allow", "by an admin", map[string]string{"requested_id": id})
+	details := map[string]string{"requested_id": id, "status": string(s.Status), "key_id": s.KeyID}
+	if p := s.Provenance; p != nil {
+		details["key_backend"], details["key_location"] = p.Backend, p.Location
+		details["key_generated_inside"] = fmt.Sprint(p.GeneratedInside)
+		details["key_non_extractable"] = fmt.Sprint(p.NonExtractable)
+		for k, v := range p.Attributes {
+			details["key_"+k] = v
+		}
+	}
+	h.audit(ctx, "authority_"+what, string(kind)+":"+s.ID, "allow", "by an admin", details)
 	return authorityState(s), nil
 }
 

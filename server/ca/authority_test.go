@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -208,5 +209,37 @@ func TestHealthFollowsTheHSM(t *testing.T) {
 	}
 	if _, err := authority.SignX509SVID(ctx, ca.X509Params{ID: id, PublicKey: newKey(t).Public()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A server that stops between prepare and activate resumes with the same
+// prepared authority and key: nothing leaked, nothing lost.
+func TestRestartBetweenPrepareAndActivate(t *testing.T) {
+	ctx := t.Context()
+	keys := memory.New()
+	authority, clk, j := newCA(t, ca.Config{Keys: keys})
+	p, err := authority.Prepare(ctx, ca.X509)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "Restart": a new CA over the same journal and key manager.
+	again, err := ca.New(ctx, ca.Config{TrustDomain: td, Keys: keys, Journal: j, Clock: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := again.Authorities(ctx, ca.X509)
+	if len(states) != 2 || states[0].Status != ca.Prepared || states[0].ID != p.ID {
+		t.Fatalf("after restart: %+v, want the prepared authority %s", states, p.ID)
+	}
+	if _, err := again.Activate(ctx, ca.X509, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := keys.ListKeys(ctx)
+	var ids []string
+	for _, k := range all {
+		ids = append(ids, k.ID())
+	}
+	if want := []string{"jwt-signer-A", "x509-ca-A", "x509-ca-B"}; !slices.Equal(ids, want) {
+		t.Fatalf("keys after restart and activate: %v, want %v (nothing leaked)", ids, want)
 	}
 }
