@@ -19,6 +19,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -164,21 +165,13 @@ func agentShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	a, err := agentv1.NewAgentClient(conn).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(a)
-	}
-	fmt.Print("Found an attested agent given its SPIFFE ID\n")
-	printAgent(a)
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*types.Agent, error) {
+		return agentv1.NewAgentClient(conn).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid})
+	}, func(a *types.Agent) error {
+		fmt.Print("Found an attested agent given its SPIFFE ID\n")
+		printAgent(a)
+		return nil
+	})
 }
 
 func agentEvict(ctx context.Context, args []string) error {
@@ -200,20 +193,12 @@ func agentCount(ctx context.Context, args []string) error {
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	resp, err := agentv1.NewAgentClient(conn).CountAgents(ctx, &agentv1.CountAgentsRequest{})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(resp)
-	}
-	fmt.Printf("%d attested %s\n", resp.Count, plural(int(resp.Count), "agent", "agents"))
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*agentv1.CountAgentsResponse, error) {
+		return agentv1.NewAgentClient(conn).CountAgents(ctx, &agentv1.CountAgentsRequest{})
+	}, func(resp *agentv1.CountAgentsResponse) error {
+		fmt.Printf("%d attested %s\n", resp.Count, plural(int(resp.Count), "agent", "agents"))
+		return nil
+	})
 }
 
 func tokenGenerate(ctx context.Context, args []string) error {
@@ -230,20 +215,12 @@ func tokenGenerate(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	tok, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, req)
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(tok)
-	}
-	fmt.Printf("Token: %s\n", tok.Value)
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*types.JoinToken, error) {
+		return agentv1.NewAgentClient(conn).CreateJoinToken(ctx, req)
+	}, func(tok *types.JoinToken) error {
+		fmt.Printf("Token: %s\n", tok.Value)
+		return nil
+	})
 }
 
 func bundleShow(ctx context.Context, args []string) error {
@@ -255,22 +232,14 @@ func bundleShow(ctx context.Context, args []string) error {
 	if *format != "pem" {
 		return fmt.Errorf("invalid -format %q: only pem is supported", *format)
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	b, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(b)
-	}
-	for _, a := range b.X509Authorities {
-		fmt.Print(pemEncode(a.Asn1))
-	}
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*types.Bundle, error) {
+		return bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	}, func(b *types.Bundle) error {
+		for _, a := range b.X509Authorities {
+			fmt.Print(pemEncode(a.Asn1))
+		}
+		return nil
+	})
 }
 
 func bundleCount(ctx context.Context, args []string) error {
@@ -278,20 +247,12 @@ func bundleCount(ctx context.Context, args []string) error {
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	resp, err := bundlev1.NewBundleClient(conn).CountBundles(ctx, &bundlev1.CountBundlesRequest{})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(resp)
-	}
-	fmt.Printf("%d %s\n", resp.Count, plural(int(resp.Count), "bundle", "bundles"))
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*bundlev1.CountBundlesResponse, error) {
+		return bundlev1.NewBundleClient(conn).CountBundles(ctx, &bundlev1.CountBundlesRequest{})
+	}, func(resp *bundlev1.CountBundlesResponse) error {
+		fmt.Printf("%d %s\n", resp.Count, plural(int(resp.Count), "bundle", "bundles"))
+		return nil
+	})
 }
 
 func x509Mint(ctx context.Context, args []string) error {

@@ -57,6 +57,24 @@ func (c *adminCmd) dial() (*grpc.ClientConn, error) {
 	return grpc.NewClient("unix://"+c.socketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
+// call dials the admin socket, runs f and prints its response: as JSON with
+// -output json, else with pretty.
+func call[M proto.Message](ctx context.Context, c *adminCmd, f func(context.Context, *grpc.ClientConn) (M, error), pretty func(M) error) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := f(ctx, conn)
+	if err != nil {
+		return rpcErr(err)
+	}
+	if c.output == "json" {
+		return printJSON(resp)
+	}
+	return pretty(resp)
+}
+
 // printJSON prints m as SPIRE's CLI does with -output json.
 func printJSON(m proto.Message) error {
 	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
