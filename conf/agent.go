@@ -38,7 +38,10 @@ type Agent struct {
 	SyncInterval    time.Duration // default 5s
 	AdminSocketPath string        // "" means no admin API
 
-	NodeAttestor      Plugin   // exactly one; Settings is JoinTokenNodeAttestor
+	// NodeAttestors are the node attestors, primary first: with more than
+	// one, the agent presents all their evidence in one (composite)
+	// attestation and takes its ID from the primary.
+	NodeAttestors     []Plugin
 	KeyManager        Plugin   // exactly one; Settings is AgentDiskKeyManager or MemoryKeyManager
 	WorkloadAttestors []Plugin // one or more; Settings is UnixWorkloadAttestor
 	HealthChecks      HealthChecks
@@ -94,7 +97,7 @@ func ParseAgent(name string, src []byte) (*Agent, error) {
 	b.end()
 
 	plugins := decodePlugins(top, agentPlugins)
-	a.NodeAttestor = first(plugins["NodeAttestor"])
+	a.NodeAttestors = plugins["NodeAttestor"]
 	a.KeyManager = first(plugins["KeyManager"])
 	a.WorkloadAttestors = plugins["WorkloadAttestor"]
 	a.HealthChecks = decodeHealthChecks(top)

@@ -131,8 +131,7 @@ a.conf:9: unknown key "named_pipe_name" in experimental block`,
     WorkloadAttestor "k8s" {}
 }
 `,
-			want: `a.conf:9: more than one NodeAttestor: "join_token" (line 8) and "x509pop"; keep one
-a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows join_token, tpm)
+			want: `a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows join_token, tpm)
 a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
 		},
 		{
@@ -142,7 +141,7 @@ a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
 }
 `,
 			want: `a.conf:7: missing KeyManager plugin (want exactly one of: disk, memory, tpm)
-a.conf:7: missing NodeAttestor plugin (want exactly one of: join_token, tpm)
+a.conf:7: missing NodeAttestor plugin (want at least one of: join_token, tpm)
 a.conf:7: missing WorkloadAttestor plugin (want at least one of: unix)
 a.conf:8: unknown plugin type "DataStore" (Plinth knows KeyManager, NodeAttestor, WorkloadAttestor)`,
 		},
@@ -202,7 +201,7 @@ func TestParseAgentDefaults(t *testing.T) {
 		SocketPath:        "/tmp/spire-agent/public/api.sock",
 		TrustBundlePath:   "./.data/bootstrap.crt",
 		SyncInterval:      5 * time.Second,
-		NodeAttestor:      Plugin{Kind: "NodeAttestor", Name: "join_token", Settings: JoinTokenNodeAttestor{}},
+		NodeAttestors:     []Plugin{{Kind: "NodeAttestor", Name: "join_token", Settings: JoinTokenNodeAttestor{}}},
 		KeyManager:        Plugin{Kind: "KeyManager", Name: "memory", Settings: MemoryKeyManager{}},
 		WorkloadAttestors: []Plugin{{Kind: "WorkloadAttestor", Name: "unix", Settings: UnixWorkloadAttestor{}}},
 		HealthChecks:      HealthChecks{BindAddress: "localhost", BindPort: 80, LivePath: "/live", ReadyPath: "/ready"},
@@ -255,7 +254,7 @@ plugins {
 		JoinToken:         "7a0e2f5c",
 		SyncInterval:      time.Minute,
 		AdminSocketPath:   "/run/plinth/admin.sock",
-		NodeAttestor:      Plugin{Kind: "NodeAttestor", Name: "join_token", Settings: JoinTokenNodeAttestor{}},
+		NodeAttestors:     []Plugin{{Kind: "NodeAttestor", Name: "join_token", Settings: JoinTokenNodeAttestor{}}},
 		KeyManager:        Plugin{Kind: "KeyManager", Name: "disk", Settings: AgentDiskKeyManager{Directory: "/var/lib/plinth-agent/keys"}},
 		WorkloadAttestors: []Plugin{{Kind: "WorkloadAttestor", Name: "unix", Settings: UnixWorkloadAttestor{DiscoverWorkloadPath: true, WorkloadSizeLimit: -1}}},
 		HealthChecks:      HealthChecks{BindAddress: "localhost", BindPort: 80, LivePath: "/live", ReadyPath: "/ready"},

@@ -145,9 +145,11 @@ var serverPlugins = map[string]pluginKind{
 		"sql": decodeSQLDataStore,
 	}},
 	"KeyManager": {exactlyOne, map[string]settingsFunc{
-		"disk":    decodeDiskKeyManager,
-		"memory":  func(*block) any { return MemoryKeyManager{} },
-		"pkcs11":  func(b *block) any { return PKCS11KeyManager{PKCS11: decodePKCS11(b), KeyPrefix: b.string("key_prefix", "")} },
+		"disk":   decodeDiskKeyManager,
+		"memory": func(*block) any { return MemoryKeyManager{} },
+		"pkcs11": func(b *block) any {
+			return PKCS11KeyManager{PKCS11: decodePKCS11(b), KeyPrefix: b.string("key_prefix", "")}
+		},
 		"aws_kms": decodeAWSKMS,
 	}},
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
@@ -166,7 +168,7 @@ var serverPlugins = map[string]pluginKind{
 
 // agentPlugins is every plugin plinth-agent knows; see serverPlugins.
 var agentPlugins = map[string]pluginKind{
-	"NodeAttestor": {exactlyOne, map[string]settingsFunc{
+	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
 		"tpm":        decodeAgentTPMNodeAttestor,
 	}},

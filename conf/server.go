@@ -44,7 +44,7 @@ type Server struct {
 	NodeAttestors []Plugin // one or more; Settings is JoinTokenNodeAttestor or TPMNodeAttestor
 	// UpstreamAuthority is optional; Settings is DiskUpstreamAuthority.
 	UpstreamAuthority *Plugin
-	HealthChecks  HealthChecks
+	HealthChecks      HealthChecks
 }
 
 // LoadServer reads and decodes the server configuration file at path. With

@@ -23,6 +23,7 @@ import (
 
 	"github.com/plinth-id/plinth/agent"
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/composite"
 	"github.com/plinth-id/plinth/attestors/jointoken"
 	"github.com/plinth-id/plinth/attestors/tpm/tpmagent"
 	"github.com/plinth-id/plinth/attestors/unix"
@@ -156,7 +157,13 @@ func runAgent(ctx context.Context, args []string) error {
 // openTPM opens the TPM NodeAttestor "tpm" names, or returns nil.
 // The TPM is closed by closing the returned io.Closer.
 func openTPM(cfg *conf.Agent, log *slog.Logger) (*tpm.TPM, io.Closer, error) {
-	s, ok := cfg.NodeAttestor.Settings.(conf.AgentTPMNodeAttestor)
+	var s conf.AgentTPMNodeAttestor
+	ok := false
+	for _, p := range cfg.NodeAttestors {
+		if t, isTPM := p.Settings.(conf.AgentTPMNodeAttestor); isTPM {
+			s, ok = t, true
+		}
+	}
 	if !ok {
 		if _, tpmKeys := cfg.KeyManager.Settings.(conf.TPMKeyManager); tpmKeys {
 			return nil, nil, errors.New(`KeyManager "tpm" needs NodeAttestor "tpm" (they share the TPM)`)
@@ -180,14 +187,31 @@ func openTPM(cfg *conf.Agent, log *slog.Logger) (*tpm.TPM, io.Closer, error) {
 	}
 }
 
+// newNodeAttestor builds the node attestors; several make one composite
+// attestation whose agent ID comes from the first.
 func newNodeAttestor(cfg *conf.Agent, dev *tpm.TPM) (attestors.AgentAttestor, error) {
-	switch s := cfg.NodeAttestor.Settings.(type) {
+	var parts []attestors.AgentAttestor
+	for _, p := range cfg.NodeAttestors {
+		a, err := nodeAttestor(cfg, p, dev)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, a)
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	return composite.NewAgent(parts)
+}
+
+func nodeAttestor(cfg *conf.Agent, p conf.Plugin, dev *tpm.TPM) (attestors.AgentAttestor, error) {
+	switch s := p.Settings.(type) {
 	case conf.JoinTokenNodeAttestor:
 		return &jointoken.Agent{Token: cfg.JoinToken}, nil
 	case conf.AgentTPMNodeAttestor:
 		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg)})
 	}
-	return nil, fmt.Errorf("NodeAttestor %q is not supported", cfg.NodeAttestor.Name)
+	return nil, fmt.Errorf("NodeAttestor %q is not supported", p.Name)
 }
 
 func newKeyManager(p conf.Plugin, dev *tpm.TPM) (hsm.KeyManager, error) {

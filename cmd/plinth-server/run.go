@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/composite"
 	"github.com/plinth-id/plinth/attestors/jointoken"
 	tpmattestor "github.com/plinth-id/plinth/attestors/tpm"
 	"github.com/plinth-id/plinth/conf"
@@ -149,6 +150,10 @@ func newNodeAttestors(cfg *conf.Server, store *datastore.Store) ([]attestors.Nod
 		default:
 			return nil, fmt.Errorf("NodeAttestor %q is not supported", p.Name)
 		}
+	}
+	if len(out) > 1 {
+		// Nodes may present several kinds of evidence in one attestation.
+		out = append(out, composite.NewServer(out))
 	}
 	return out, nil
 }
