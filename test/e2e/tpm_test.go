@@ -185,3 +185,42 @@ type notYet struct{}
 func (notYet) Error() string { return "not yet" }
 
 var errNotYet = notYet{}
+
+// Composite evidence: the agent presents a join token (primary: the agent
+// ID) and its TPM quote in one attestation; the selectors come from both and
+// the agent SVID is bound to the TPM-resident key.
+func TestCompositeJoinTokenAndTPM(t *testing.T) {
+	n := startSWTPM(t)
+	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
+        plugin_data {
+            ek_ca_path = "`+n.caPEM+`"
+        }
+    }
+`)
+	s.StartReady(t)
+	a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+    NodeAttestor "tpm" {
+        plugin_data {
+            swtpm_socket = "`+n.tpm.Socket+`"
+        }
+    }
+    KeyManager "tpm" {
+        plugin_data {
+            directory = "%[1]s/data"
+        }
+    }
+`)
+	token, _ := s.JoinToken(t, 10*time.Minute)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a.StartReady(t, token)
+	a.WaitSVIDs(t, testID)
+	want := "spiffe://example.org/spire/agent/join_token/" + token
+	shown := s.MustCLI(t, "agent show", "-spiffeID", want, "-output", "json")
+	for _, sel := range []string{`"attestation_type":"composite"`, "ek_hash:" + n.ekHash} {
+		if !strings.Contains(strings.ReplaceAll(shown, " ", ""), sel) {
+			t.Fatalf("agent show lacks %s:\n%s", sel, shown)
+		}
+	}
+}
