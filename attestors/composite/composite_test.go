@@ -26,7 +26,9 @@ type fake struct {
 
 func (f fake) Name() string { return f.name }
 
-func (f fake) Payload(context.Context, crypto.Signer) ([]byte, error) { return []byte(f.name + "-payload"), nil }
+func (f fake) Payload(context.Context, crypto.Signer) ([]byte, error) {
+	return []byte(f.name + "-payload"), nil
+}
 
 func (f fake) Respond(_ context.Context, c []byte) ([]byte, error) { return append(c, "-ok"...), nil }
 
