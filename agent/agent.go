@@ -127,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error {
 		for {
 			if st == nil {
-				if st, err = a.attest(gctx, "agent-svid-A"); err != nil {
+				if st, err = a.attestRetrying(gctx); err != nil {
 					return err
 				}
 			} else {
@@ -169,6 +169,25 @@ func deniedReason(err error, reason *types.PermissionDeniedDetails_Reason) bool 
 		}
 	}
 	return false
+}
+
+// attestRetrying attests, retrying with backoff while the server cannot be
+// reached (an agent often starts before its server); a refusal is final.
+func (a *Agent) attestRetrying(ctx context.Context) (*state, error) {
+	backoff := time.Second
+	for {
+		st, err := a.attest(ctx, "agent-svid-A")
+		if c := status.Code(err); err == nil || (c != codes.Unavailable && c != codes.DeadlineExceeded) {
+			return st, err
+		}
+		a.c.Log.Warn("cannot reach the server to attest; retrying", "server", a.c.ServerAddr, "error", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
 }
 
 // attest proves the node to the server and saves the agent SVID.

@@ -310,3 +310,24 @@ func wantAgentExit(t *testing.T, p *harness.Process, prefix string, contains ...
 		}
 	}
 }
+
+// An agent started before its server keeps trying and attests once the
+// server is up.
+func TestAgentStartsBeforeServer(t *testing.T) {
+	s := harness.StartServer(t, bin.dir)
+	a := s.NewAgent(t, time.Second)
+	token, _ := s.JoinToken(t, 10*time.Minute)
+	s.Proc.MustStop(t)
+	p := a.Start(t, token)
+	if err := harness.Eventually(10*time.Second, func() error {
+		if !strings.Contains(p.Output(), "cannot reach the server to attest; retrying") {
+			return fmt.Errorf("no retry yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, p.Output())
+	}
+	s.StartReady(t)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a.WaitSVIDs(t, testID)
+}
