@@ -131,7 +131,7 @@ a.conf:9: unknown key "named_pipe_name" in experimental block`,
     WorkloadAttestor "k8s" {}
 }
 `,
-			want: `a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows join_token, tpm)
+			want: `a.conf:9: unknown NodeAttestor "x509pop" (Plinth knows aws_iid, azure_msi, gcp_iit, join_token, tpm)
 a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
 		},
 		{
@@ -141,7 +141,7 @@ a.conf:11: unknown WorkloadAttestor "k8s" (Plinth knows unix)`,
 }
 `,
 			want: `a.conf:7: missing KeyManager plugin (want exactly one of: disk, memory, tpm)
-a.conf:7: missing NodeAttestor plugin (want at least one of: join_token, tpm)
+a.conf:7: missing NodeAttestor plugin (want at least one of: aws_iid, azure_msi, gcp_iit, join_token, tpm)
 a.conf:7: missing WorkloadAttestor plugin (want at least one of: unix)
 a.conf:8: unknown plugin type "DataStore" (Plinth knows KeyManager, NodeAttestor, WorkloadAttestor)`,
 		},

@@ -353,6 +353,27 @@ func (b *block) stringList(key string) ([]string, []token.Pos) {
 	return vals, pos
 }
 
+// objects returns the sub-blocks of the block written for key, by their
+// names: `tenants { "<id>" { … } }`. The caller ends each sub-block.
+func (b *block) objects(key, where string) map[string]*block {
+	outer := b.object(key, where)
+	out := map[string]*block{}
+	for _, it := range outer.items {
+		name := keyText(it.Keys[0])
+		ot, ok := it.Val.(*ast.ObjectType)
+		if !ok {
+			b.d.errorf(it.Val.Pos(), "%s %q: want a block, got %s", key, name, kindOf(it.Val))
+			continue
+		}
+		sub := &block{d: b.d, where: fmt.Sprintf("%s %q", where, name), pos: it.Keys[0].Pos(), present: true}
+		if ot.List != nil {
+			sub.items = ot.List.Items
+		}
+		out[name] = sub
+	}
+	return out
+}
+
 // intList returns the whole numbers of the list written for key, and where
 // each one is written; pos is nil when the key is not written.
 func (b *block) intList(key string) ([]int64, []token.Pos) {

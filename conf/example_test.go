@@ -17,7 +17,7 @@ func ExampleParseServer() {
 plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3" connection_string = "./.data/datastore.sqlite3" } }
     KeyManager "disk" { plugin_data { keys_path = "./.data/keys.json" } }
-    NodeAttestor "aws_iid" { plugin_data {} }
+    NodeAttestor "k8s_psat" { plugin_data {} }
 }
 `)
 	_, err := conf.ParseServer("server.conf", src)
@@ -30,7 +30,7 @@ plugins {
 	// Output:
 	// server.conf:4: ca_ttl: "1d" is not a duration (write it like "24h", "90m" or "30s")
 	// server.conf:5: unknown key "bind_prot" in server block (did you mean "bind_port"?)
-	// server.conf:10: unknown NodeAttestor "aws_iid" (Plinth knows join_token, tpm)
+	// server.conf:10: unknown NodeAttestor "k8s_psat" (Plinth knows aws_iid, azure_msi, gcp_iit, join_token, tpm)
 	// 3 problems, the first on line 4
 }
 

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/hcl/ast"
 )
@@ -110,6 +111,57 @@ type PKCS11UpstreamAuthority struct {
 	BundleFilePath string
 }
 
+// AWSIIDNodeAttestor is the server's NodeAttestor "aws_iid".
+type AWSIIDNodeAttestor struct {
+	Accounts, Regions  []string // allowlists; empty = any
+	MaxInstanceAge     time.Duration
+	AllowReattestation bool
+	ExtraCertFiles     []string // PEM files of more AWS (or test) certificates to trust
+	EC2Lookup          bool     // query EC2 for tag, security group, IAM role, subnet and VPC selectors
+	EC2Endpoint        string   // endpoint override for that lookup
+}
+
+// AgentAWSIIDNodeAttestor is the agent's NodeAttestor "aws_iid".
+type AgentAWSIIDNodeAttestor struct {
+	MetadataEndpoint string // ec2_metadata_endpoint, default http://169.254.169.254
+}
+
+// GCPIITNodeAttestor is the server's NodeAttestor "gcp_iit".
+type GCPIITNodeAttestor struct {
+	ProjectIDs         []string // projectid_allow_list: required (Google signs for every VM on GCP)
+	Audience           string
+	JWKSURL, JWKSFile  string // default: Google's published keys
+	MaxAge             time.Duration
+	AllowReattestation bool
+}
+
+// AgentGCPIITNodeAttestor is the agent's NodeAttestor "gcp_iit".
+type AgentGCPIITNodeAttestor struct {
+	IdentityTokenHost string // default metadata.google.internal
+	ServiceAccount    string
+	Audience          string
+}
+
+// AzureTenant is one tenant the server's azure_msi accepts.
+type AzureTenant struct {
+	Resource          string
+	JWKSURL, JWKSFile string // default: the tenant's published keys
+}
+
+// AzureMSINodeAttestor is the server's NodeAttestor "azure_msi".
+type AzureMSINodeAttestor struct {
+	Tenants            map[string]AzureTenant // required: tenant ID -> settings
+	Resource           string
+	AllowReattestation bool
+}
+
+// AgentAzureMSINodeAttestor is the agent's NodeAttestor "azure_msi".
+type AgentAzureMSINodeAttestor struct {
+	Resource    string
+	ClientID    string
+	MetadataURL string
+}
+
 // DiskUpstreamAuthority is the server's UpstreamAuthority "disk": a
 // corporate CA whose certificate and key are files. It signs the server's
 // CA, so the trust bundle is the corporate root.
@@ -155,6 +207,9 @@ var serverPlugins = map[string]pluginKind{
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
 		"tpm":        decodeTPMNodeAttestor,
+		"gcp_iit":    decodeGCPIIT,
+		"azure_msi":  decodeAzureMSI,
+		"aws_iid":    decodeAWSIID,
 	}},
 	"UpstreamAuthority": {atMostOne, map[string]settingsFunc{
 		"pkcs11": func(b *block) any {
@@ -171,6 +226,15 @@ var agentPlugins = map[string]pluginKind{
 	"NodeAttestor": {oneOrMore, map[string]settingsFunc{
 		"join_token": func(*block) any { return JoinTokenNodeAttestor{} },
 		"tpm":        decodeAgentTPMNodeAttestor,
+		"aws_iid": func(b *block) any {
+			return AgentAWSIIDNodeAttestor{MetadataEndpoint: b.string("ec2_metadata_endpoint", "")}
+		},
+		"gcp_iit": func(b *block) any {
+			return AgentGCPIITNodeAttestor{IdentityTokenHost: b.string("identity_token_host", ""), ServiceAccount: b.string("service_account", ""), Audience: b.string("audience", "")}
+		},
+		"azure_msi": func(b *block) any {
+			return AgentAzureMSINodeAttestor{Resource: b.string("resource_id", ""), ClientID: b.string("client_id", ""), MetadataURL: b.string("metadata_url", "")}
+		},
 	}},
 	"KeyManager": {exactlyOne, map[string]settingsFunc{
 		"disk":   decodeAgentDiskKeyManager,
@@ -258,6 +322,37 @@ func decodePKCS11(b *block) PKCS11 {
 
 func decodeAWSKMS(b *block) any {
 	return AWSKMSKeyManager{Region: b.requiredString("region"), Endpoint: b.string("endpoint", ""), AliasPrefix: b.string("alias_prefix", ""), ServerID: b.string("server_id", "")}
+}
+
+func decodeAWSIID(b *block) any {
+	s := AWSIIDNodeAttestor{MaxInstanceAge: b.duration("max_instance_age", 0), AllowReattestation: b.boolean("allow_reattestation", false),
+		EC2Lookup: b.boolean("ec2_lookup", false), EC2Endpoint: b.string("ec2_endpoint", "")}
+	s.Accounts, _ = b.stringList("account_allow_list")
+	s.Regions, _ = b.stringList("region_allow_list")
+	s.ExtraCertFiles, _ = b.stringList("extra_cert_files")
+	return s
+}
+
+func decodeGCPIIT(b *block) any {
+	s := GCPIITNodeAttestor{Audience: b.string("audience", ""), JWKSURL: b.string("jwks_url", ""), JWKSFile: b.string("jwks_file", ""),
+		MaxAge: b.duration("max_age", 0), AllowReattestation: b.boolean("allow_reattestation", false)}
+	s.ProjectIDs, _ = b.stringList("projectid_allow_list")
+	if len(s.ProjectIDs) == 0 {
+		b.d.errorf(b.pos, "projectid_allow_list is required: Google signs identity tokens for every VM on GCP, so without it any GCP VM could attest")
+	}
+	return s
+}
+
+func decodeAzureMSI(b *block) any {
+	s := AzureMSINodeAttestor{Resource: b.string("resource_id", ""), AllowReattestation: b.boolean("allow_reattestation", false), Tenants: map[string]AzureTenant{}}
+	for id, t := range b.objects("tenants", "tenants block") {
+		s.Tenants[id] = AzureTenant{Resource: t.string("resource_id", ""), JWKSURL: t.string("jwks_url", ""), JWKSFile: t.string("jwks_file", "")}
+		t.end()
+	}
+	if len(s.Tenants) == 0 {
+		b.d.errorf(b.pos, `tenants is required: list the Azure AD tenants (by ID) whose VMs may attest, as tenants { "<tenant id>" {} }`)
+	}
+	return s
 }
 
 func decodeDiskKeyManager(b *block) any {

@@ -73,7 +73,7 @@ s.conf:3: unknown key "Data_Dir" in server block (did you mean "data_dir"?)`,
     Notifier "k8sbundle" {}
 }
 `,
-			want: `s.conf:5: missing NodeAttestor plugin (want at least one of: join_token, tpm)
+			want: `s.conf:5: missing NodeAttestor plugin (want at least one of: aws_iid, azure_msi, gcp_iit, join_token, tpm)
 s.conf:8: unknown plugin type "NodeAtestor" (did you mean "NodeAttestor"?)
 s.conf:9: unknown plugin type "Notifier" (Plinth knows DataStore, KeyManager, NodeAttestor, UpstreamAuthority)`,
 		},
@@ -127,7 +127,7 @@ s.conf:13: unknown key "keys_pth" in plugin_data of KeyManager "disk" (did you m
 plugins {
     DataStore "sql" { plugin_data { database_type = "postgres" connection_string = "dbname=spire" } }
     KeyManager "memory" {}
-    NodeAttestor "aws_iid" {}
+    NodeAttestor "k8s_psat" {}
 }
 health_checks { bind_port = "http"  live_path = "live" }
 `,
@@ -139,7 +139,7 @@ s.conf:5: log_level: unknown level "LOUD" (want DEBUG, INFO, WARN or ERROR)
 s.conf:6: ca_key_type: unknown key type "ec-p999" (want ec-p256, ec-p384, rsa-2048 or rsa-4096)
 s.conf:7: country: want a list of strings, got a string
 s.conf:10: database_type: "postgres" is not supported; use "sqlite3" (postgres support comes later)
-s.conf:12: unknown NodeAttestor "aws_iid" (Plinth knows join_token, tpm)
+s.conf:12: unknown NodeAttestor "k8s_psat" (Plinth knows aws_iid, azure_msi, gcp_iit, join_token, tpm)
 s.conf:14: bind_port: "http" is not a number
 s.conf:14: live_path: "live" must start with "/"`,
 		},
@@ -231,7 +231,7 @@ plugins {
 s.conf:1: missing required key "data_dir" in server block
 s.conf:4: missing DataStore plugin (want exactly one of: sql)
 s.conf:4: missing KeyManager plugin (want exactly one of: aws_kms, disk, memory, pkcs11)
-s.conf:4: missing NodeAttestor plugin (want at least one of: join_token, tpm)`,
+s.conf:4: missing NodeAttestor plugin (want at least one of: aws_iid, azure_msi, gcp_iit, join_token, tpm)`,
 		},
 		{
 			name: "empty required keys",
@@ -307,7 +307,7 @@ s.conf:7: pin: a PIN is never written in the configuration; put it in a file (pi
     NodeAttestor "join_token" "x" {}
 }
 `,
-			want: `s.conf:5: missing NodeAttestor plugin (want at least one of: join_token, tpm)
+			want: `s.conf:5: missing NodeAttestor plugin (want at least one of: aws_iid, azure_msi, gcp_iit, join_token, tpm)
 s.conf:8: NodeAttestor: want NodeAttestor "name" { plugin_data { … } }
 s.conf:9: NodeAttestor: want NodeAttestor "name" { plugin_data { … } }`,
 		},

@@ -23,7 +23,9 @@ import (
 
 	"github.com/plinth-id/plinth/agent"
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/azuremsi"
 	"github.com/plinth-id/plinth/attestors/composite"
+	"github.com/plinth-id/plinth/attestors/gcpiit"
 	"github.com/plinth-id/plinth/attestors/jointoken"
 	"github.com/plinth-id/plinth/attestors/tpm/tpmagent"
 	"github.com/plinth-id/plinth/attestors/unix"
@@ -210,6 +212,14 @@ func nodeAttestor(cfg *conf.Agent, p conf.Plugin, dev *tpm.TPM) (attestors.Agent
 		return &jointoken.Agent{Token: cfg.JoinToken}, nil
 	case conf.AgentTPMNodeAttestor:
 		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg)})
+	case conf.AgentGCPIITNodeAttestor:
+		c := gcpiit.AgentConfig{ServiceAccount: s.ServiceAccount, Audience: s.Audience}
+		if s.IdentityTokenHost != "" {
+			c.MetadataURL = "http://" + s.IdentityTokenHost
+		}
+		return gcpiit.NewAgent(c)
+	case conf.AgentAzureMSINodeAttestor:
+		return azuremsi.NewAgent(azuremsi.AgentConfig{MetadataURL: s.MetadataURL, Resource: s.Resource, ClientID: s.ClientID})
 	}
 	return nil, fmt.Errorf("NodeAttestor %q is not supported", p.Name)
 }

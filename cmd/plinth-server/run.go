@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/azuremsi"
 	"github.com/plinth-id/plinth/attestors/composite"
+	"github.com/plinth-id/plinth/attestors/gcpiit"
 	"github.com/plinth-id/plinth/attestors/jointoken"
 	tpmattestor "github.com/plinth-id/plinth/attestors/tpm"
 	"github.com/plinth-id/plinth/conf"
@@ -29,6 +31,7 @@ import (
 	"github.com/plinth-id/plinth/server/ca"
 	"github.com/plinth-id/plinth/server/datastore"
 	"github.com/plinth-id/plinth/tpm/verify"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func runServer(ctx context.Context, args []string) error {
@@ -60,7 +63,7 @@ func runServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nas, err := newNodeAttestors(cfg, store)
+	nas, err := newNodeAttestors(cfg, store, log)
 	if err != nil {
 		return err
 	}
@@ -135,14 +138,46 @@ func newKeyManager(ctx context.Context, cfg *conf.Server, log *slog.Logger) (hsm
 	return nil, fmt.Errorf("KeyManager %q is not supported", p.Name)
 }
 
-func newNodeAttestors(cfg *conf.Server, store *datastore.Store) ([]attestors.NodeAttestor, error) {
+func newNodeAttestors(cfg *conf.Server, store *datastore.Store, log *slog.Logger) ([]attestors.NodeAttestor, error) {
 	var out []attestors.NodeAttestor
 	for _, p := range cfg.NodeAttestors {
-		switch p.Settings.(type) {
+		switch s := p.Settings.(type) {
 		case conf.JoinTokenNodeAttestor:
 			out = append(out, jointoken.NewServer(cfg.TrustDomain, redeemJoinToken(store)))
 		case conf.TPMNodeAttestor:
-			na, err := newTPMAttestor(cfg, p.Settings.(conf.TPMNodeAttestor), store)
+			na, err := newTPMAttestor(cfg, s, store)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, na)
+		case conf.GCPIITNodeAttestor:
+			keys, err := gcpKeys(s.JWKSFile, s.JWKSURL)
+			if err != nil {
+				return nil, fmt.Errorf(`NodeAttestor "gcp_iit": %w`, err)
+			}
+			na, err := gcpiit.NewServer(gcpiit.ServerConfig{TrustDomain: cfg.TrustDomain, Audience: s.Audience, Keys: keys, ProjectIDs: s.ProjectIDs,
+				MaxAge: s.MaxAge, AllowReattestation: s.AllowReattestation, Attested: attested(store), Logger: log})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, na)
+		case conf.AzureMSINodeAttestor:
+			tenants := map[string]azuremsi.TenantConfig{}
+			for id, t := range s.Tenants {
+				tc := azuremsi.TenantConfig{Resource: t.Resource, KeysURL: t.JWKSURL}
+				if t.JWKSFile != "" {
+					b, err := os.ReadFile(t.JWKSFile)
+					if err != nil {
+						return nil, fmt.Errorf(`NodeAttestor "azure_msi": tenant %s: %w`, id, err)
+					}
+					if tc.Keys, err = azuremsi.ParseJWKS(b); err != nil {
+						return nil, fmt.Errorf(`NodeAttestor "azure_msi": tenant %s: jwks_file %s: %w`, id, t.JWKSFile, err)
+					}
+				}
+				tenants[id] = tc
+			}
+			na, err := azuremsi.NewServer(azuremsi.ServerConfig{TrustDomain: cfg.TrustDomain, Resource: s.Resource, Tenants: tenants,
+				AllowReattestation: s.AllowReattestation, Attested: attested(store), Logger: log})
 			if err != nil {
 				return nil, err
 			}
@@ -156,6 +191,49 @@ func newNodeAttestors(cfg *conf.Server, store *datastore.Store) ([]attestors.Nod
 		out = append(out, composite.NewServer(out))
 	}
 	return out, nil
+}
+
+// attested reports whether an agent ID is attested (cloud attestors refuse
+// a second attestation of the same instance unless configured otherwise).
+func attested(store *datastore.Store) func(context.Context, spiffeid.ID) (bool, error) {
+	return func(ctx context.Context, id spiffeid.ID) (bool, error) {
+		_, err := store.GetAgent(ctx, id.String())
+		if errors.Is(err, datastore.ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+}
+
+// gcpKeys builds gcp_iit's key source: keys from a file, downloaded from a
+// URL (Google's published keys when neither is set), or both.
+func gcpKeys(file, url string) (gcpiit.KeySource, error) {
+	var sources gcpiit.KeySources
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		k, err := gcpiit.ParseJWKS(b)
+		if err != nil {
+			return nil, fmt.Errorf("jwks_file %s: %w", file, err)
+		}
+		sources = append(sources, k)
+	}
+	if url != "" || file == "" {
+		if url == "" {
+			url = gcpiit.GoogleKeysURL
+		}
+		k, err := gcpiit.NewHTTPKeys(gcpiit.HTTPKeysConfig{URL: url})
+		if err != nil {
+			return nil, err
+		}
+		sources = append(sources, k)
+	}
+	if len(sources) == 1 {
+		return sources[0], nil
+	}
+	return sources, nil
 }
 
 func newTPMAttestor(cfg *conf.Server, s conf.TPMNodeAttestor, store *datastore.Store) (*tpmattestor.Server, error) {
