@@ -113,12 +113,18 @@ type PKCS11UpstreamAuthority struct {
 
 // AWSIIDNodeAttestor is the server's NodeAttestor "aws_iid".
 type AWSIIDNodeAttestor struct {
-	Accounts, Regions  []string // allowlists; empty = any
+	Accounts, Regions  []string // account_id_allow_list, region_allow_list; empty = any
 	MaxInstanceAge     time.Duration
 	AllowReattestation bool
 	ExtraCertFiles     []string // PEM files of more AWS (or test) certificates to trust
-	EC2Lookup          bool     // query EC2 for tag, security group, IAM role, subnet and VPC selectors
-	EC2Endpoint        string   // endpoint override for that lookup
+	// EC2Lookup queries EC2 (and IAM) for tag, security group, IAM role,
+	// subnet and VPC selectors, with these credentials and endpoints.
+	EC2Lookup                             bool
+	AccessKeyID, SecretAccessKey          string
+	AssumeRole, Partition                 string
+	EC2Endpoint, IAMEndpoint, STSEndpoint string
+	SkipBlockDevice                       bool
+	DisableInstanceProfileSelectors       bool
 }
 
 // AgentAWSIIDNodeAttestor is the agent's NodeAttestor "aws_iid".
@@ -326,8 +332,11 @@ func decodeAWSKMS(b *block) any {
 
 func decodeAWSIID(b *block) any {
 	s := AWSIIDNodeAttestor{MaxInstanceAge: b.duration("max_instance_age", 0), AllowReattestation: b.boolean("allow_reattestation", false),
-		EC2Lookup: b.boolean("ec2_lookup", false), EC2Endpoint: b.string("ec2_endpoint", "")}
-	s.Accounts, _ = b.stringList("account_allow_list")
+		EC2Lookup: b.boolean("ec2_lookup", false), AccessKeyID: b.string("access_key_id", ""), SecretAccessKey: b.string("secret_access_key", ""),
+		AssumeRole: b.string("assume_role", ""), Partition: b.string("partition", ""),
+		EC2Endpoint: b.string("ec2_endpoint", ""), IAMEndpoint: b.string("iam_endpoint", ""), STSEndpoint: b.string("sts_endpoint", ""),
+		SkipBlockDevice: b.boolean("skip_block_device", false), DisableInstanceProfileSelectors: b.boolean("disable_instance_profile_selectors", false)}
+	s.Accounts, _ = b.stringList("account_id_allow_list")
 	s.Regions, _ = b.stringList("region_allow_list")
 	s.ExtraCertFiles, _ = b.stringList("extra_cert_files")
 	return s

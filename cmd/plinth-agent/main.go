@@ -23,6 +23,7 @@ import (
 
 	"github.com/plinth-id/plinth/agent"
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/awsiid"
 	"github.com/plinth-id/plinth/attestors/azuremsi"
 	"github.com/plinth-id/plinth/attestors/composite"
 	"github.com/plinth-id/plinth/attestors/gcpiit"
@@ -212,6 +213,8 @@ func nodeAttestor(cfg *conf.Agent, p conf.Plugin, dev *tpm.TPM) (attestors.Agent
 		return &jointoken.Agent{Token: cfg.JoinToken}, nil
 	case conf.AgentTPMNodeAttestor:
 		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg)})
+	case conf.AgentAWSIIDNodeAttestor:
+		return awsiid.NewAgent(awsiid.AgentConfig{Endpoint: s.MetadataEndpoint})
 	case conf.AgentGCPIITNodeAttestor:
 		c := gcpiit.AgentConfig{ServiceAccount: s.ServiceAccount, Audience: s.Audience}
 		if s.IdentityTokenHost != "" {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/attestors/awsiid"
 	"github.com/plinth-id/plinth/attestors/azuremsi"
 	"github.com/plinth-id/plinth/attestors/composite"
 	"github.com/plinth-id/plinth/attestors/gcpiit"
@@ -63,7 +64,7 @@ func runServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nas, err := newNodeAttestors(cfg, store, log)
+	nas, err := newNodeAttestors(ctx, cfg, store, log)
 	if err != nil {
 		return err
 	}
@@ -138,7 +139,7 @@ func newKeyManager(ctx context.Context, cfg *conf.Server, log *slog.Logger) (hsm
 	return nil, fmt.Errorf("KeyManager %q is not supported", p.Name)
 }
 
-func newNodeAttestors(cfg *conf.Server, store *datastore.Store, log *slog.Logger) ([]attestors.NodeAttestor, error) {
+func newNodeAttestors(ctx context.Context, cfg *conf.Server, store *datastore.Store, log *slog.Logger) ([]attestors.NodeAttestor, error) {
 	var out []attestors.NodeAttestor
 	for _, p := range cfg.NodeAttestors {
 		switch s := p.Settings.(type) {
@@ -148,6 +149,12 @@ func newNodeAttestors(cfg *conf.Server, store *datastore.Store, log *slog.Logger
 			na, err := newTPMAttestor(cfg, s, store)
 			if err != nil {
 				return nil, err
+			}
+			out = append(out, na)
+		case conf.AWSIIDNodeAttestor:
+			na, err := newAWSIID(ctx, cfg, s, store)
+			if err != nil {
+				return nil, fmt.Errorf(`NodeAttestor "aws_iid": %w`, err)
 			}
 			out = append(out, na)
 		case conf.GCPIITNodeAttestor:
@@ -203,6 +210,37 @@ func attested(store *datastore.Store) func(context.Context, spiffeid.ID) (bool, 
 		}
 		return err == nil, err
 	}
+}
+
+func newAWSIID(ctx context.Context, cfg *conf.Server, s conf.AWSIIDNodeAttestor, store *datastore.Store) (*awsiid.Server, error) {
+	c := awsiid.ServerConfig{TrustDomain: cfg.TrustDomain, Accounts: s.Accounts, Regions: s.Regions, MaxInstanceAge: s.MaxInstanceAge,
+		AllowReattestation: s.AllowReattestation, SkipBlockDevice: s.SkipBlockDevice, DisableInstanceProfileSelectors: s.DisableInstanceProfileSelectors,
+		Attested: func(ctx context.Context, id string) (bool, error) {
+			sid, err := spiffeid.FromString(id)
+			if err != nil {
+				return false, err
+			}
+			return attested(store)(ctx, sid)
+		}}
+	for _, f := range s.ExtraCertFiles {
+		certs, err := readPEMCerts(f)
+		if err != nil {
+			return nil, fmt.Errorf("extra_cert_files: %w", err)
+		}
+		c.Certs = append(c.Certs, certs...)
+	}
+	if s.EC2Lookup {
+		clients, err := awsiid.NewAWSClients(ctx, awsiid.AWSConfig{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey, AssumeRole: s.AssumeRole,
+			Partition: s.Partition, EC2Endpoint: s.EC2Endpoint, IAMEndpoint: s.IAMEndpoint, STSEndpoint: s.STSEndpoint})
+		if err != nil {
+			return nil, err
+		}
+		c.EC2 = clients.EC2
+		if !s.DisableInstanceProfileSelectors {
+			c.IAM = clients.IAM
+		}
+	}
+	return awsiid.NewServer(c)
 }
 
 // gcpKeys builds gcp_iit's key source: keys from a file, downloaded from a

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,4 +88,77 @@ func TestAzureMSI(t *testing.T) {
         }
     }
 `, "spiffe://example.org/spire/agent/azure_msi/"+tenant+"/2b6f4c7e-8a3d-4a59-9d1b-6a1f0e2c3d4e", "azure_msi:resource-group:prod-rg", "azure_msi:virtual-machine:vm-7")
+}
+
+func TestAWSIID(t *testing.T) {
+	imds, err := simulator.NewAWSIMDS(simulator.AWSIdentityDocument{AccountID: "210987654321", Region: "eu-west-1", InstanceID: "i-0abc1234def567890"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(imds.Close)
+	cert := filepath.Join(t.TempDir(), "imds-test.pem")
+	os.WriteFile(cert, imds.CertPEM(), 0o644)
+	cloudNode(t, `    NodeAttestor "aws_iid" {
+        plugin_data {
+            account_id_allow_list = ["210987654321"]
+            extra_cert_files = ["`+cert+`"]
+        }
+    }
+`, `    NodeAttestor "aws_iid" {
+        plugin_data {
+            ec2_metadata_endpoint = "`+imds.URL()+`"
+        }
+    }
+`, "spiffe://example.org/spire/agent/aws_iid/210987654321/eu-west-1/i-0abc1234def567890", "aws_iid:account:210987654321", "aws_iid:region:eu-west-1")
+}
+
+// Composite evidence: an EC2 instance with a (v)TPM presents its instance
+// document (primary: the agent ID) and a TPM quote in one attestation.
+func TestCompositeAWSAndTPM(t *testing.T) {
+	imds, err := simulator.NewAWSIMDS(simulator.AWSIdentityDocument{AccountID: "210987654321", Region: "eu-west-1", InstanceID: "i-0fedcba9876543210"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(imds.Close)
+	cert := filepath.Join(t.TempDir(), "imds-test.pem")
+	os.WriteFile(cert, imds.CertPEM(), 0o644)
+	n := startSWTPM(t)
+	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "aws_iid" {
+        plugin_data {
+            extra_cert_files = ["`+cert+`"]
+        }
+    }
+    NodeAttestor "tpm" {
+        plugin_data {
+            ek_ca_path = "`+n.caPEM+`"
+        }
+    }
+`)
+	s.StartReady(t)
+	agentID := "spiffe://example.org/spire/agent/aws_iid/210987654321/eu-west-1/i-0fedcba9876543210"
+	s.MustCLI(t, "entry create", "-parentID", agentID, "-spiffeID", testID.String(), "-selector", selfSelectors(t)[0], "-selector", selfSelectors(t)[1])
+	a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "aws_iid" {
+        plugin_data {
+            ec2_metadata_endpoint = "`+imds.URL()+`"
+        }
+    }
+    NodeAttestor "tpm" {
+        plugin_data {
+            swtpm_socket = "`+n.tpm.Socket+`"
+        }
+    }
+    KeyManager "tpm" {
+        plugin_data {
+            directory = "%[1]s/data"
+        }
+    }
+`)
+	a.StartReady(t, "")
+	a.WaitSVIDs(t, testID)
+	shown := s.MustCLI(t, "agent show", "-spiffeID", agentID)
+	for _, sel := range []string{"aws_iid:account:210987654321", "tpm:ek_hash:" + n.ekHash, "composite"} {
+		if !strings.Contains(shown, sel) {
+			t.Errorf("agent show lacks %s:\n%s", sel, shown)
+		}
+	}
 }
