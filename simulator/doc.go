@@ -1,7 +1,11 @@
-// Package simulator provides TPMs for development and tests: swtpm as a child
-// process and the in-process reference TPM simulator, each with an EK
-// certificate from a private test CA, so they behave like real TPMs with
-// manufacturer certificates.
+// Package simulator provides the hardware and services Plinth trusts, for
+// development and tests: TPMs (swtpm as a child process and the in-process
+// reference TPM simulator, each with an EK certificate from a private test
+// CA, so they behave like real TPMs with manufacturer certificates), a
+// private SoftHSM token (StartSoftHSM), and fake cloud metadata services
+// (NewAWSIMDS, NewGCPMetadata, NewAzureMetadata) that sign instance
+// documents with test keys a server trusts only through explicit
+// configuration.
 //
 // DEV/TEST ONLY. The keys of their CAs sit in plain files, and the in-process
 // simulator's seeds come from a number in its state file: anyone who reads
