@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/plinth-id/plinth/attestors/internal/retry"
 	"io"
 	"net/http"
 	"net/url"
@@ -98,41 +99,18 @@ func (a *Agent) Respond(context.Context, []byte) ([]byte, error) {
 	return nil, errors.New("azuremsi: azure_msi attestation has no challenge")
 }
 
-// errPermanent marks a failure that retrying will not fix.
-type errPermanent struct{ error }
-
-func (e errPermanent) Unwrap() error { return e.error }
-
 func (a *Agent) token(ctx context.Context) (string, error) {
-	delay := a.c.RetryDelay
-	var err error
-	for i := range attempts {
-		if i > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return "", fmt.Errorf("azuremsi: could not get a token from %s: %w (last error: %v)", a.url, ctx.Err(), err)
-			case <-t.C:
-			}
-			delay *= 2
-		}
-		var tok string
-		tok, err = a.fetch(ctx)
-		if err == nil {
-			return tok, nil
-		}
-		if _, ok := err.(errPermanent); ok || ctx.Err() != nil {
-			return "", fmt.Errorf("azuremsi: could not get a token from %s: %w", a.url, err)
-		}
+	tok, err := retry.Do(ctx, "get a token from "+a.url, attempts, a.c.RetryDelay, a.fetch)
+	if err != nil {
+		return "", fmt.Errorf("azuremsi: %w", err)
 	}
-	return "", fmt.Errorf("azuremsi: could not get a token from %s after %d attempts: %w", a.url, attempts, err)
+	return tok, nil
 }
 
 func (a *Agent) fetch(ctx context.Context) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
 	if err != nil {
-		return "", errPermanent{err}
+		return "", retry.Permanent{Err: err}
 	}
 	req.Header.Set("Metadata", "true")
 	resp, err := a.c.Client.Do(req)
@@ -149,7 +127,7 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			return "", err
 		}
-		return "", errPermanent{err}
+		return "", retry.Permanent{Err: err}
 	}
 	if len(b) > maxAnswer {
 		return "", fmt.Errorf("the answer is larger than %d bytes, not a token response", maxAnswer)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/plinth-id/plinth/attestors/internal/retry"
 	"io"
 	"net/http"
 	"net/url"
@@ -102,41 +103,18 @@ func (a *Agent) Respond(context.Context, []byte) ([]byte, error) {
 	return nil, errors.New("gcpiit: gcp_iit attestation has no challenge")
 }
 
-// errPermanent marks a failure that retrying will not fix.
-type errPermanent struct{ error }
-
-func (e errPermanent) Unwrap() error { return e.error }
-
 func (a *Agent) token(ctx context.Context) (string, error) {
-	delay := a.c.RetryDelay
-	var err error
-	for i := range attempts {
-		if i > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return "", fmt.Errorf("gcpiit: could not get an identity token from %s: %w (last error: %v)", a.url, ctx.Err(), err)
-			case <-t.C:
-			}
-			delay *= 2
-		}
-		var tok string
-		tok, err = a.fetch(ctx)
-		if err == nil {
-			return tok, nil
-		}
-		if _, ok := err.(errPermanent); ok || ctx.Err() != nil {
-			return "", fmt.Errorf("gcpiit: could not get an identity token from %s: %w", a.url, err)
-		}
+	tok, err := retry.Do(ctx, "get an identity token from "+a.url, attempts, a.c.RetryDelay, a.fetch)
+	if err != nil {
+		return "", fmt.Errorf("gcpiit: %w", err)
 	}
-	return "", fmt.Errorf("gcpiit: could not get an identity token from %s after %d attempts: %w", a.url, attempts, err)
+	return tok, nil
 }
 
 func (a *Agent) fetch(ctx context.Context) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
 	if err != nil {
-		return "", errPermanent{err}
+		return "", retry.Permanent{Err: err}
 	}
 	req.Header.Set("Metadata-Flavor", "Google")
 	resp, err := a.c.Client.Do(req)
@@ -153,10 +131,10 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			return "", err
 		}
-		return "", errPermanent{err}
+		return "", retry.Permanent{Err: err}
 	}
 	if resp.Header.Get("Metadata-Flavor") != "Google" {
-		return "", errPermanent{errors.New("the answer has no Metadata-Flavor: Google header; this is not the GCE metadata server")}
+		return "", retry.Permanent{Err: errors.New("the answer has no Metadata-Flavor: Google header; this is not the GCE metadata server")}
 	}
 	if len(b) > maxToken {
 		return "", fmt.Errorf("the answer is larger than %d bytes, not an identity token", maxToken)
