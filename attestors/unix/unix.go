@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/plinth-id/plinth/attestors"
 	"github.com/plinth-id/plinth/procfs"
@@ -47,8 +48,9 @@ type Config struct {
 type Attestor struct {
 	c Config
 
-	mu   sync.Mutex
-	sums map[fileKey]string // sha256 by file identity and version
+	mu    sync.Mutex
+	sums  map[fileKey]string // sha256 by file identity and version
+	names nameCache
 }
 
 // fileKey identifies one version of a file. The Workload API attests on
@@ -121,12 +123,18 @@ func (a *Attestor) Attest(ctx context.Context, c attestors.Caller) ([]attestors.
 
 	uid := strconv.FormatUint(uint64(c.UID), 10)
 	add("uid", uid)
-	if u, err := user.LookupId(uid); err == nil {
-		add("user", u.Username)
+	if name, ok := a.names.lookup("u"+uid, func() (string, error) {
+		u, err := user.LookupId(uid)
+		if err != nil {
+			return "", err
+		}
+		return u.Username, nil
+	}); ok {
+		add("user", name)
 	}
 	gid := strconv.FormatUint(uint64(c.GID), 10)
 	add("gid", gid)
-	if name, ok := groupName(gid); ok {
+	if name, ok := a.groupName(gid); ok {
 		add("group", name)
 	}
 
@@ -136,7 +144,7 @@ func (a *Attestor) Attest(ctx context.Context, c attestors.Caller) ([]attestors.
 	}
 	for _, g := range groups {
 		add("supplementary_gid", g)
-		if name, ok := groupName(g); ok {
+		if name, ok := a.groupName(g); ok {
 			add("supplementary_group", name)
 		}
 	}
@@ -194,12 +202,49 @@ func (a *Attestor) procPath(pid int32, name string) string {
 	return filepath.Join(a.c.ProcDir, strconv.FormatInt(int64(pid), 10), name)
 }
 
-func groupName(gid string) (string, bool) {
-	g, err := user.LookupGroupId(gid)
-	if err != nil {
-		return "", false
+func (a *Attestor) groupName(gid string) (string, bool) {
+	return a.names.lookup("g"+gid, func() (string, error) {
+		g, err := user.LookupGroupId(gid)
+		if err != nil {
+			return "", err
+		}
+		return g.Name, nil
+	})
+}
+
+// nameCache remembers user and group names for a few seconds: the Workload
+// API attests on every call, and a lookup reads the user database each
+// time. A renamed user or group is seen within nameTTL.
+type nameCache struct {
+	mu    sync.Mutex
+	names map[string]cachedName
+}
+
+type cachedName struct {
+	name    string
+	ok      bool
+	expires time.Time
+}
+
+const nameTTL = 10 * time.Second
+
+func (c *nameCache) lookup(key string, f func() (string, error)) (string, bool) {
+	now := time.Now()
+	c.mu.Lock()
+	n, hit := c.names[key]
+	c.mu.Unlock()
+	if hit && now.Before(n.expires) {
+		return n.name, n.ok
 	}
-	return g.Name, true
+	name, err := f()
+	n = cachedName{name: name, ok: err == nil, expires: now.Add(nameTTL)}
+	c.mu.Lock()
+	if c.names == nil || len(c.names) > 4096 {
+		c.names = map[string]cachedName{}
+	}
+	c.names[key] = n
+	c.mu.Unlock()
+	return n.name, n.ok
 }
 
 // supplementaryGroups returns the GIDs of the "Groups:" line of
