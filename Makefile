@@ -39,11 +39,13 @@ bench: build
 # runs for FUZZTIME in turn.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := conf:FuzzParseServer conf:FuzzParseAgent procfs:FuzzParseStartTime procfs:FuzzParseStartTimeComm \
-	tpm/verify:FuzzParsePublic tpm/verify:FuzzVerifyQuote tpm/verify:FuzzVerifyCertify tpm/verify:FuzzEKCert
+	tpm/verify:FuzzParsePublic tpm/verify:FuzzVerifyQuote tpm/verify:FuzzVerifyCertify tpm/verify:FuzzEKCert \
+	attestors/awsiid:FuzzAttest attestors/awsiid:FuzzDecodePayload attestors/gcpiit:FuzzAttest attestors/gcpiit:FuzzDecodePayload \
+	attestors/azuremsi:FuzzAttest attestors/azuremsi:FuzzDecodePayload
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzzing $$fn in ./$$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./$$pkg/ || exit 1; \
 	done
 
 clean:
