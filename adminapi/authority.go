@@ -64,3 +64,56 @@ func (c *Client) Authorities(ctx context.Context, kind string) (*AuthorityListRe
 	resp := new(AuthorityListResponse)
 	return resp, c.call(ctx, AuthorityListMethod, &AuthorityListRequest{Kind: kind}, resp)
 }
+
+// AgentService shows what SPIRE's Agent API cannot: the evidence of an
+// agent's last accepted attestation and the latest decisions about it
+// (accepted or refused, with the reason).
+const AgentService = "plinth.server.agent.v1.AgentDetails"
+
+// AgentDetailsMethod is its one method.
+const AgentDetailsMethod = "/" + AgentService + "/Get"
+
+// AgentDetailsRequest names an agent by SPIFFE ID.
+type AgentDetailsRequest struct {
+	ID string `json:"id"`
+}
+
+// Decision is one audit record.
+type Decision struct {
+	Time     time.Time         `json:"time"`
+	Kind     string            `json:"kind"`
+	Decision string            `json:"decision"`
+	Reason   string            `json:"reason"`
+	Details  map[string]string `json:"details,omitempty"`
+}
+
+// AgentDetails is the evidence (empty for a node never accepted) and the
+// newest decisions first.
+type AgentDetails struct {
+	Attested  bool              `json:"attested"`
+	Evidence  map[string]string `json:"evidence,omitempty"`
+	Decisions []Decision        `json:"decisions"`
+}
+
+// AgentServer is implemented by the server's handler.
+type AgentServer interface {
+	Get(context.Context, *AgentDetailsRequest) (*AgentDetails, error)
+}
+
+// AgentServiceDesc registers an AgentServer on a grpc.Server.
+var AgentServiceDesc = grpc.ServiceDesc{
+	ServiceName: AgentService,
+	HandlerType: (*AgentServer)(nil),
+	Methods: []grpc.MethodDesc{
+		method("Get", AgentDetailsMethod, func(ctx context.Context, s AgentServer, req *AgentDetailsRequest) (any, error) {
+			return s.Get(ctx, req)
+		}),
+	},
+	Metadata: "plinth/server/agent/v1/details.proto",
+}
+
+// AgentDetails returns an agent's evidence and recent decisions.
+func (c *Client) AgentDetails(ctx context.Context, id string) (*AgentDetails, error) {
+	resp := new(AgentDetails)
+	return resp, c.call(ctx, AgentDetailsMethod, &AgentDetailsRequest{ID: id}, resp)
+}

@@ -93,6 +93,27 @@ func Rejectf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRejected, fmt.Sprintf(format, args...))
 }
 
+// Subject is implemented by a rejection that knows which agent it is about
+// (the attestor got as far as the node's identity), so the audit record
+// and `agent show` can name it.
+type Subject interface {
+	AgentID() spiffeid.ID
+}
+
+// RejectionFor returns err (a rejection) marked as being about agent id.
+func RejectionFor(id spiffeid.ID, err error) error {
+	return &subjectError{id: id, err: err}
+}
+
+type subjectError struct {
+	id  spiffeid.ID
+	err error
+}
+
+func (e *subjectError) Error() string        { return e.err.Error() }
+func (e *subjectError) Unwrap() error        { return e.err }
+func (e *subjectError) AgentID() spiffeid.ID { return e.id }
+
 // AgentAttestor is the agent half of node attestation.
 type AgentAttestor interface {
 	// Name is the attestation type on the wire; it matches the server half.

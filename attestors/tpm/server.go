@@ -114,8 +114,12 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		return nil, attestors.Rejectf("EK public key: %v", err)
 	}
 	evidence := map[string]string{"ek_hash": ekHash}
+	id, err := spiffeid.FromSegments(s.c.TrustDomain, "spire", "agent", Name, ekHash)
+	if err != nil {
+		return nil, err
+	}
 	reject := func(format string, args ...any) error {
-		return attestors.Rejectf("EK %s: %s", ekHash, fmt.Sprintf(format, args...))
+		return attestors.RejectionFor(id, attestors.Rejectf("EK %s: %s", ekHash, fmt.Sprintf(format, args...)))
 	}
 	cert, trust, err := s.trustEK(ctx, ek, ekHash, p.EKCert)
 	if err != nil {
@@ -178,10 +182,6 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		return nil, reject("%v", err)
 	}
 
-	id, err := spiffeid.FromSegments(s.c.TrustDomain, "spire", "agent", Name, ekHash)
-	if err != nil {
-		return nil, err
-	}
 	akAlg := algName(ak)
 	sels := []attestors.Selector{
 		{Type: Name, Value: "ek_hash:" + ekHash},

@@ -6,12 +6,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/plinth-id/plinth/adminapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -165,13 +170,54 @@ func agentShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (*types.Agent, error) {
-		return agentv1.NewAgentClient(conn).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid})
-	}, func(a *types.Agent) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	a, getErr := agentv1.NewAgentClient(conn).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid})
+	if getErr != nil && status.Code(getErr) != codes.NotFound {
+		return rpcErr(getErr)
+	}
+	if c.output == "json" && getErr == nil {
+		return printJSON(a)
+	}
+	// What SPIRE's API cannot say: the evidence of the last accepted
+	// attestation and the latest decisions, refusals included.
+	details, err := adminapi.NewClient(conn).AgentDetails(ctx, *id)
+	if err != nil {
+		return rpcErr(err)
+	}
+	if c.output == "json" {
+		return json.NewEncoder(os.Stdout).Encode(details)
+	}
+	if getErr != nil {
+		fmt.Printf("No attested agent with SPIFFE ID %s\n", *id)
+	} else {
 		fmt.Print("Found an attested agent given its SPIFFE ID\n")
 		printAgent(a)
-		return nil
-	})
+	}
+	if len(details.Evidence) > 0 {
+		fmt.Println("\nEvidence of the last accepted attestation:")
+		keys := make([]string, 0, len(details.Evidence))
+		for k := range details.Evidence {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Printf("  %-26s %s\n", k, details.Evidence[k])
+		}
+	}
+	if len(details.Decisions) > 0 {
+		fmt.Println("\nLatest decisions (newest first):")
+		for _, d := range details.Decisions {
+			fmt.Printf("  %s  %-7s %-6s %s\n", d.Time.Format(time.RFC3339), d.Kind, d.Decision, d.Reason)
+		}
+	}
+	if getErr != nil {
+		return errors.New("agent not attested")
+	}
+	return nil
 }
 
 func agentEvict(ctx context.Context, args []string) error {

@@ -82,7 +82,12 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	}
 	res, err := na.Attest(ctx, params.Data.Payload, challenge)
 	if err != nil {
-		h.audit(ctx, "attest", typ, "deny", err.Error(), nil)
+		subject := typ
+		var about attestors.Subject
+		if errors.As(err, &about) {
+			subject = about.AgentID().String()
+		}
+		h.audit(ctx, "attest", subject, "deny", err.Error(), map[string]string{"attestation_type": typ})
 		h.Log.Warn("node attestation refused", "type", typ, "error", err)
 		if errors.Is(err, attestors.ErrRejected) {
 			return status.Errorf(codes.PermissionDenied, "failed to attest: %v", err)

@@ -55,6 +55,7 @@ func (h *Handlers) Register(s grpc.ServiceRegistrar) {
 	s.RegisterService(&notify.ServiceDesc, &notifyServer{h: h})
 	s.RegisterService(&adminapi.EnrollmentServiceDesc, &enrollServer{h: h})
 	s.RegisterService(&adminapi.AuthorityServiceDesc, &authorityServer{h: h})
+	s.RegisterService(&adminapi.AgentServiceDesc, &agentDetailsServer{h: h})
 	localauthorityv1.RegisterLocalAuthorityServer(s, &localAuthorityServer{h: h})
 }
 
@@ -118,6 +119,7 @@ var Methods = map[string]authz.Role{
 	adminapi.EnrollmentListMethod: authz.Admin,
 
 	adminapi.AuthorityListMethod: authz.Admin,
+	adminapi.AgentDetailsMethod:  authz.Admin,
 
 	"/spire.api.server.localauthority.v1.LocalAuthority/GetX509AuthorityState": authz.Admin,
 	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareX509Authority":  authz.Admin,

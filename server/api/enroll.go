@@ -2,11 +2,14 @@ package api
 
 import (
 	"context"
+	"time"
+
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"regexp"
 
 	"github.com/plinth-id/plinth/adminapi"
@@ -124,6 +127,32 @@ func (s *enrollServer) List(ctx context.Context) (*adminapi.ListResponse, error)
 	resp := &adminapi.ListResponse{Enrollments: []adminapi.Enrollment{}}
 	for _, e := range es {
 		resp.Enrollments = append(resp.Enrollments, adminapi.Enrollment{EKHash: e.EKHash, EKPublic: e.EKPublic, EKCert: e.EKCert, Comment: e.Comment, CreatedAt: e.CreatedAt})
+	}
+	return resp, nil
+}
+
+// agentDetailsServer shows an agent's evidence and the latest decisions.
+type agentDetailsServer struct{ h *Handlers }
+
+func (s *agentDetailsServer) Get(ctx context.Context, req *adminapi.AgentDetailsRequest) (*adminapi.AgentDetails, error) {
+	id, err := spiffeid.FromString(req.ID)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid agent ID %q: %v", req.ID, err)
+	}
+	resp := &adminapi.AgentDetails{Decisions: []adminapi.Decision{}}
+	a, err := s.h.Store.GetAgent(ctx, id.String())
+	switch {
+	case err == nil:
+		resp.Attested, resp.Evidence = true, a.Evidence
+	case !errors.Is(err, datastore.ErrNotFound):
+		return nil, status.Errorf(codes.Internal, "could not get agent: %v", err)
+	}
+	records, err := s.h.Store.ListAudit(ctx, id.String(), 10)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "could not read the audit log: %v", err)
+	}
+	for _, r := range records {
+		resp.Decisions = append(resp.Decisions, adminapi.Decision{Time: time.Unix(r.Time, 0).UTC(), Kind: r.Kind, Decision: r.Decision, Reason: r.Reason, Details: r.Details})
 	}
 	return resp, nil
 }

@@ -143,12 +143,22 @@ func TestTPMEnrollmentAndReattestation(t *testing.T) {
 		t.Fatalf("the refused agent does not say why:\n%s", out)
 	}
 
+	// `agent show` says why the node was refused, though it never attested.
+	agentID := "spiffe://example.org/spire/agent/tpm/" + n.ekHash
+	stdout, _, _ := s.CLI("agent show", "-spiffeID", agentID)
+	if !strings.Contains(stdout, "No attested agent") || !strings.Contains(stdout, "deny") || !strings.Contains(stdout, "EK is not enrolled") {
+		t.Fatalf("agent show does not explain the refusal:\n%s", stdout)
+	}
+
 	s.MustCLI(t, "tpm enroll", "-ek-hash", n.ekHash, "-comment", "rack 7")
 	if out := s.MustCLI(t, "tpm list"); !strings.Contains(out, n.ekHash) || !strings.Contains(out, "rack 7") {
 		t.Fatalf("tpm list:\n%s", out)
 	}
 	a.StartReady(t, "")
 	a.WaitSVIDs(t, testID)
+	if shown := s.MustCLI(t, "agent show", "-spiffeID", agentID); !strings.Contains(shown, "ek_trust") || !strings.Contains(shown, "enrolled") {
+		t.Fatalf("agent show lacks the evidence:\n%s", shown)
+	}
 
 	// The agent SVID lives 6 s: the agent re-attests at half life.
 	if err := harness.Eventually(15*time.Second, func() error {
@@ -160,7 +170,6 @@ func TestTPMEnrollmentAndReattestation(t *testing.T) {
 		t.Fatalf("no re-attestation at renewal:\n%s", a.Proc.Output())
 	}
 
-	t.Logf("agent output before unenroll:\n%s", a.Proc.Output())
 	s.MustCLI(t, "tpm unenroll", "-ek-hash", n.ekHash)
 	if err := harness.Eventually(15*time.Second, func() error {
 		if !strings.Contains(a.Proc.Output(), "EK "+n.ekHash+": EK is not enrolled") {
