@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -123,7 +122,7 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("reading the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("IMDS answered %s: %s", resp.Status, snippet(b))
+		err := fmt.Errorf("IMDS answered %s: %s", resp.Status, retry.Snippet(b))
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			return "", err
 		}
@@ -136,7 +135,7 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return "", fmt.Errorf("the answer is not a token response (%v): %s", err, snippet(b))
+		return "", fmt.Errorf("the answer is not a token response (%v): %s", err, retry.Snippet(b))
 	}
 	if r.AccessToken == "" {
 		return "", errors.New("the token response has no access_token")
@@ -146,24 +145,4 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("the access token is not an RS256 JWT: %v", err)
 	}
 	return tok, nil
-}
-
-// snippet returns the start of an error body, printable and short.
-func snippet(b []byte) string {
-	const n = 120
-	s := strings.ToValidUTF8(string(b), "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	if s == "" {
-		return "(empty)"
-	}
-	return fmt.Sprintf("%q", s)
 }

@@ -11,11 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/plinth-id/plinth/attestors"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -282,17 +280,9 @@ func DecodePayload(b []byte) (string, error) {
 // names, then its issuer, audience, validity period and principal, and
 // returns the claims and the signing key's ID.
 func (s *Server) verify(ctx context.Context, token string) (*claims, string, error) {
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256})
+	jws, kid, err := jwks.ParseRS256(token, "token")
 	if err != nil {
-		var alg *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &alg) {
-			return nil, "", attestors.Rejectf("token is signed with %q; only RS256 is accepted", alg.Got)
-		}
-		return nil, "", attestors.Rejectf("token is malformed: %v", err)
-	}
-	kid := jws.Signatures[0].Header.KeyID
-	if kid == "" {
-		return nil, "", attestors.Rejectf("token has no key ID (kid)")
+		return nil, "", err
 	}
 	// The tid read before verification only chooses whose keys verify the
 	// token; a token whose tid was changed fails the signature check below.
@@ -332,7 +322,7 @@ func (s *Server) verify(ctx context.Context, token string) (*claims, string, err
 		return nil, "", attestors.Rejectf("token issuer is %q, want %q (or %q)", c.Issuer, v1, v2)
 	}
 	if len(c.Audience) != 1 || c.Audience[0] != t.resource {
-		return nil, "", attestors.Rejectf("token audience is %s, want %q", quoteList(c.Audience), t.resource)
+		return nil, "", attestors.Rejectf("token audience is %s, want %q", jwks.QuoteList(c.Audience), t.resource)
 	}
 	if err := checkTimes(c.Claims, s.c.Clock()); err != nil {
 		return nil, "", err
@@ -367,15 +357,4 @@ func checkTimes(c jwt.Claims, now time.Time) error {
 		return attestors.Rejectf("token is issued in the future, at %s (now %s)", c.IssuedAt.Time().UTC().Format(layout), now.UTC().Format(layout))
 	}
 	return nil
-}
-
-func quoteList(ss []string) string {
-	if len(ss) == 0 {
-		return "empty"
-	}
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return strings.Join(q, ", ")
 }

@@ -127,7 +127,7 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("reading the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("metadata server answered %s: %s", resp.Status, snippet(b))
+		err := fmt.Errorf("metadata server answered %s: %s", resp.Status, retry.Snippet(b))
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			return "", err
 		}
@@ -141,27 +141,7 @@ func (a *Agent) fetch(ctx context.Context) (string, error) {
 	}
 	tok := string(bytes.TrimSpace(b))
 	if _, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256}); err != nil {
-		return "", fmt.Errorf("the answer is not an RS256 JWT (%v): %s", err, snippet(b))
+		return "", fmt.Errorf("the answer is not an RS256 JWT (%v): %s", err, retry.Snippet(b))
 	}
 	return tok, nil
-}
-
-// snippet returns the start of an error body, printable and short.
-func snippet(b []byte) string {
-	const n = 120
-	s := strings.ToValidUTF8(string(b), "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	if s == "" {
-		return "(empty)"
-	}
-	return fmt.Sprintf("%q", s)
 }

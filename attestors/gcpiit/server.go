@@ -9,10 +9,8 @@ import (
 	"github.com/plinth-id/plinth/attestors/internal/jwks"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/plinth-id/plinth/attestors"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -240,17 +238,9 @@ func DecodePayload(b []byte) (string, error) {
 // Nothing in the token is trusted before its signature is verified with a key
 // from s.c.Keys.
 func (s *Server) verify(ctx context.Context, token string) (*claims, string, error) {
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256})
+	jws, kid, err := jwks.ParseRS256(token, "identity token")
 	if err != nil {
-		var alg *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &alg) {
-			return nil, "", attestors.Rejectf("identity token is signed with %q; only RS256 is accepted", alg.Got)
-		}
-		return nil, "", attestors.Rejectf("identity token is malformed: %v", err)
-	}
-	kid := jws.Signatures[0].Header.KeyID
-	if kid == "" {
-		return nil, "", attestors.Rejectf("identity token has no key ID (kid)")
+		return nil, "", err
 	}
 	key, err := s.c.Keys.Key(ctx, kid)
 	if errors.Is(err, ErrUnknownKey) {
@@ -275,7 +265,7 @@ func (s *Server) verify(ctx context.Context, token string) (*claims, string, err
 		return nil, "", attestors.Rejectf("identity token issuer is %q, want %q", c.Issuer, Issuer)
 	}
 	if len(c.Audience) != 1 || c.Audience[0] != s.c.Audience {
-		return nil, "", attestors.Rejectf("identity token audience is %s, want %q", quoteList(c.Audience), s.c.Audience)
+		return nil, "", attestors.Rejectf("identity token audience is %s, want %q", jwks.QuoteList(c.Audience), s.c.Audience)
 	}
 	if err := checkTimes(c.Claims, s.c.Clock(), s.c.MaxAge); err != nil {
 		return nil, "", err
@@ -321,15 +311,4 @@ func checkTimes(c jwt.Claims, now time.Time, maxAge time.Duration) error {
 		return attestors.Rejectf("identity token was issued at %s, more than %s ago (now %s)", c.IssuedAt.Time().UTC().Format(layout), maxAge, now.UTC().Format(layout))
 	}
 	return nil
-}
-
-func quoteList(ss []string) string {
-	if len(ss) == 0 {
-		return "empty"
-	}
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return strings.Join(q, ", ")
 }

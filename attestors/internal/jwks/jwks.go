@@ -1,8 +1,7 @@
-package jwks
-
 // Package jwks holds the signing keys JWT-based node attestors (gcp_iit,
 // azure_msi) check tokens against: static key sets from configuration and
 // published key sets downloaded and cached over HTTPS.
+package jwks
 
 import (
 	"context"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/plinth-id/plinth/attestors"
 )
 
 // ErrUnknownKey is wrapped by KeySource.Key when no trusted key has the ID.
@@ -371,4 +371,35 @@ func Clip(s string) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// ParseRS256 parses a compact JWS that must be signed with RS256 and name
+// its key ID. Nothing in it is verified yet. what names the token in the
+// rejections ("identity token").
+func ParseRS256(token, what string) (*jose.JSONWebSignature, string, error) {
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		var alg *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &alg) {
+			return nil, "", attestors.Rejectf("%s is signed with %q; only RS256 is accepted", what, alg.Got)
+		}
+		return nil, "", attestors.Rejectf("%s is malformed: %v", what, err)
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	if kid == "" {
+		return nil, "", attestors.Rejectf("%s has no key ID (kid)", what)
+	}
+	return jws, kid, nil
+}
+
+// QuoteList quotes a claim's values for a message.
+func QuoteList(ss []string) string {
+	if len(ss) == 0 {
+		return "empty"
+	}
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }

@@ -6,6 +6,7 @@ package retry
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -41,4 +42,25 @@ func Do[T any](ctx context.Context, what string, attempts int, delay time.Durati
 		}
 	}
 	return zero, fmt.Errorf("could not %s after %d attempts: %w", what, attempts, err)
+}
+
+// Snippet shows the start of an unexpected answer in an error, printable and
+// quoted.
+func Snippet(b []byte) string {
+	const n = 120
+	s := strings.ToValidUTF8(string(b), "?")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	if s == "" {
+		return "(empty)"
+	}
+	return fmt.Sprintf("%q", s)
 }
