@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,8 +106,8 @@ func runAgent(ctx context.Context, args []string) error {
 	}
 	var bundle []*x509.Certificate
 	if cfg.TrustBundlePath != "" {
-		if bundle, err = loadPEMCerts(cfg.TrustBundlePath); err != nil {
-			return err
+		if bundle, err = conf.LoadCertificates(cfg.TrustBundlePath); err != nil {
+			return fmt.Errorf("trust_bundle_path: %w (write it with `plinth-server bundle show`)", err)
 		}
 	}
 	dev, closeTPM, err := openTPM(cfg, log)
@@ -256,26 +255,3 @@ func newWorkloadAttestors(ps []conf.Plugin) ([]attestors.WorkloadAttestor, error
 	return out, nil
 }
 
-func loadPEMCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("could not read trust_bundle_path: %w", err)
-	}
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("trust_bundle_path %s holds a malformed certificate: %w", path, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("trust_bundle_path %s holds no PEM certificate; write it with `plinth-server bundle show`", path)
-	}
-	return certs, nil
-}

@@ -223,7 +223,7 @@ func newAWSIID(ctx context.Context, cfg *conf.Server, s conf.AWSIIDNodeAttestor,
 			return attested(store)(ctx, sid)
 		}}
 	for _, f := range s.ExtraCertFiles {
-		certs, err := readPEMCerts(f)
+		certs, err := conf.LoadCertificates(f)
 		if err != nil {
 			return nil, fmt.Errorf("extra_cert_files: %w", err)
 		}
@@ -291,7 +291,7 @@ func newTPMAttestor(cfg *conf.Server, s conf.TPMNodeAttestor, store *datastore.S
 func newUpstream(p conf.Plugin) (*ca.Upstream, error) {
 	switch s := p.Settings.(type) {
 	case conf.DiskUpstreamAuthority:
-		certs, err := readPEMCerts(s.CertFilePath)
+		certs, err := conf.LoadCertificates(s.CertFilePath)
 		if err != nil {
 			return nil, fmt.Errorf("UpstreamAuthority \"disk\": cert_file_path: %w", err)
 		}
@@ -305,13 +305,13 @@ func newUpstream(p conf.Plugin) (*ca.Upstream, error) {
 		}
 		var roots []*x509.Certificate
 		if s.BundleFilePath != "" {
-			if roots, err = readPEMCerts(s.BundleFilePath); err != nil {
+			if roots, err = conf.LoadCertificates(s.BundleFilePath); err != nil {
 				return nil, fmt.Errorf("UpstreamAuthority \"disk\": bundle_file_path: %w", err)
 			}
 		}
 		return upstream(certs, key, roots)
 	case conf.PKCS11UpstreamAuthority:
-		certs, err := readPEMCerts(s.CertFilePath)
+		certs, err := conf.LoadCertificates(s.CertFilePath)
 		if err != nil {
 			return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": cert_file_path: %w", err)
 		}
@@ -329,7 +329,7 @@ func newUpstream(p conf.Plugin) (*ca.Upstream, error) {
 		}
 		var roots []*x509.Certificate
 		if s.BundleFilePath != "" {
-			if roots, err = readPEMCerts(s.BundleFilePath); err != nil {
+			if roots, err = conf.LoadCertificates(s.BundleFilePath); err != nil {
 				return nil, fmt.Errorf("UpstreamAuthority \"pkcs11\": bundle_file_path: %w", err)
 			}
 		}
@@ -383,31 +383,6 @@ func upstream(certs []*x509.Certificate, key crypto.Signer, roots []*x509.Certif
 	return up, nil
 }
 
-func readPEMCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, data = pem.Decode(data); b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return certs, nil
-}
 
 func parsePEMKey(data []byte) (crypto.Signer, error) {
 	b, _ := pem.Decode(data)
