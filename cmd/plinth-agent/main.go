@@ -254,4 +254,3 @@ func newWorkloadAttestors(ps []conf.Plugin) ([]attestors.WorkloadAttestor, error
 	}
 	return out, nil
 }
-

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"time"
 
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
@@ -86,65 +88,50 @@ func (f *entryFlags) entry(needID bool) (*types.Entry, error) {
 }
 
 func entryCreate(ctx context.Context, args []string) error {
-	c := newAdminCmd("entry create")
-	var f entryFlags
-	f.register(c.fs)
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	e, err := f.entry(false)
-	if err != nil {
-		return err
-	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	resp, err := entryv1.NewEntryClient(conn).BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{e}})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(resp)
-	}
-	r := resp.Results[0]
-	if r.Status.Code != int32(codes.OK) {
-		return fmt.Errorf("failed to create the following entry (code: %s, msg: %q): %s", codes.Code(r.Status.Code), r.Status.Message, idString(e.SpiffeId))
-	}
-	printEntry(r.Entry)
-	return nil
+	return entryWrite(ctx, "entry create", args)
 }
 
 func entryUpdate(ctx context.Context, args []string) error {
-	c := newAdminCmd("entry update")
+	return entryWrite(ctx, "entry update", args)
+}
+
+// entryWrite creates or updates one entry from the flags.
+func entryWrite(ctx context.Context, name string, args []string) error {
+	c := newAdminCmd(name)
 	var f entryFlags
 	f.register(c.fs)
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	e, err := f.entry(true)
+	update := name == "entry update"
+	e, err := f.entry(update)
 	if err != nil {
 		return err
 	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	resp, err := entryv1.NewEntryClient(conn).BatchUpdateEntry(ctx, &entryv1.BatchUpdateEntryRequest{Entries: []*types.Entry{e}})
-	if err != nil {
-		return rpcErr(err)
-	}
-	if c.output == "json" {
-		return printJSON(resp)
-	}
-	r := resp.Results[0]
-	if r.Status.Code != int32(codes.OK) {
-		return fmt.Errorf("failed to update entry %s (code: %s, msg: %q)", e.Id, codes.Code(r.Status.Code), r.Status.Message)
-	}
-	printEntry(r.Entry)
-	return nil
+	return call(ctx, c, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+		client := entryv1.NewEntryClient(conn)
+		if update {
+			return client.BatchUpdateEntry(ctx, &entryv1.BatchUpdateEntryRequest{Entries: []*types.Entry{e}})
+		}
+		return client.BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{e}})
+	}, func(resp proto.Message) error {
+		var st *types.Status
+		var out *types.Entry
+		switch r := resp.(type) {
+		case *entryv1.BatchCreateEntryResponse:
+			st, out = r.Results[0].Status, r.Results[0].Entry
+		case *entryv1.BatchUpdateEntryResponse:
+			st, out = r.Results[0].Status, r.Results[0].Entry
+		}
+		if st.Code != int32(codes.OK) {
+			if update {
+				return fmt.Errorf("failed to update entry %s (code: %s, msg: %q)", e.Id, codes.Code(st.Code), st.Message)
+			}
+			return fmt.Errorf("failed to create the following entry (code: %s, msg: %q): %s", codes.Code(st.Code), st.Message, idString(e.SpiffeId))
+		}
+		printEntry(out)
+		return nil
+	})
 }
 
 func entryDelete(ctx context.Context, args []string) error {

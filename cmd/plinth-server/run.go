@@ -383,7 +383,6 @@ func upstream(certs []*x509.Certificate, key crypto.Signer, roots []*x509.Certif
 	return up, nil
 }
 
-
 func parsePEMKey(data []byte) (crypto.Signer, error) {
 	b, _ := pem.Decode(data)
 	if b == nil {
