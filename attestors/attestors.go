@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -77,12 +78,33 @@ type Result struct {
 	// than only renewing with its current SVID (join token).
 	CanReattest bool
 	// Evidence is a human-readable summary kept for audit and `agent show`.
+	// Keys ending in "_json" hold machine-readable detail (a measured boot
+	// state): kept with the agent's record, left out of the audit log, which
+	// records every attestation.
 	Evidence map[string]string
 	// BoundKey, when set, is the only public key the agent SVID may
 	// certify: the attestor proved the key lives in the attested hardware
 	// (TPM2_Certify), so the server refuses a CSR for any other key.
 	BoundKey crypto.PublicKey
+	// ReattestInterval, when set, is how often the node must prove its state
+	// again: the server caps the agent SVID's lifetime at twice this, so the
+	// agent, renewing at half life, attests again at least this often.
+	ReattestInterval time.Duration
 }
+
+// Disqualification is a rejection of a node that proved who it is but whose
+// state no longer qualifies it (a measured boot outside policy): the server
+// ends the identity it holds at once instead of waiting for it to expire.
+// Only an attestor that has verified possession of the node's hardware
+// identity may return it; anyone can send a node's public identifiers.
+type Disqualification struct {
+	ID  spiffeid.ID
+	Err error
+}
+
+func (d *Disqualification) Error() string        { return d.Err.Error() }
+func (d *Disqualification) Unwrap() error        { return d.Err }
+func (d *Disqualification) AgentID() spiffeid.ID { return d.ID }
 
 // ErrRejected marks an attestation that was refused because the evidence did
 // not satisfy a check (as opposed to an internal failure).

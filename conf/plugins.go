@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/hcl/ast"
+	"github.com/plinth-id/plinth/tpm/verify"
 )
 
 // Plugin is one enabled block of the plugins section, such as
@@ -60,6 +61,24 @@ type TPMNodeAttestor struct {
 	EKCAPath   string // PEM bundle of manufacturer CAs (roots and intermediates)
 	Enrollment string // ek_cert (default), enrolled, either or both
 	PCRs       []int  // PCRs quoted in every active bank; default 0-7
+	// MeasuredBoot, when set, makes the event log part of the evidence.
+	MeasuredBoot *MeasuredBoot
+}
+
+// MeasuredBoot is the measured_boot block of the server's NodeAttestor
+// "tpm": the agent's event log is replayed against its quote and the boot
+// it describes must pass Policy. There is no accept-all default: the block
+// needs a policy file and the name of a policy in it.
+type MeasuredBoot struct {
+	PolicyFile string
+	Policies   []verify.Policy // every policy in the file, each adding tpm:policy:<name> when it passes
+	Policy     string          // the one that must pass
+	// Audit records a failing required policy without refusing the node.
+	Audit bool
+	// ReattestInterval is how often a node must prove its boot again; its
+	// agent SVID lives at most twice as long (it renews, and re-attests, at
+	// half life). 0: at every agent-SVID renewal.
+	ReattestInterval time.Duration
 }
 
 // AgentTPMNodeAttestor is the agent's NodeAttestor "tpm": exactly one of
@@ -69,6 +88,11 @@ type AgentTPMNodeAttestor struct {
 	SWTPMSocket string // swtpm's data channel (unix socket)
 	Simulator   string // state file of the in-process simulator: development only
 	AKAlg       string // ecc-p256 (default) or rsa-2048
+	// EventLogPath is the TCG event log sent for measured boot: by default
+	// /sys/kernel/security/tpm0/binary_bios_measurements with a device, none
+	// with swtpm. With the simulator, the log is also extended into the
+	// simulated TPM when it starts, so its PCRs match (development only).
+	EventLogPath string
 }
 
 // TPMKeyManager is the agent's KeyManager "tpm": the agent key lives in the
@@ -287,7 +311,45 @@ func decodeTPMNodeAttestor(b *block) any {
 			s.PCRs = append(s.PCRs, int(p))
 		}
 	}
+	if b.has("measured_boot") {
+		s.MeasuredBoot = decodeMeasuredBoot(b.object("measured_boot", "measured_boot block"))
+	}
 	return s
+}
+
+func decodeMeasuredBoot(b *block) *MeasuredBoot {
+	defer b.end()
+	m := &MeasuredBoot{ReattestInterval: b.duration("reattestation_interval", 0)}
+	if mode, pos, ok := b.str("mode"); ok {
+		switch mode {
+		case "enforce":
+		case "audit":
+			m.Audit = true
+		default:
+			b.d.errorf(pos, "mode: %q is not a mode; want enforce or audit", mode)
+		}
+	}
+	file, filePos, fileOK := b.str("policy_file")
+	name, namePos, nameOK := b.str("policy")
+	if !fileOK || file == "" || !nameOK || name == "" {
+		b.d.errorf(b.pos, "measured boot needs a policy: set policy_file and policy (the name of the policy every node must pass); there is no accept-all default")
+		return m
+	}
+	m.PolicyFile, m.Policy = file, name
+	policies, err := LoadBootPolicies(file)
+	if err != nil {
+		b.d.errorf(filePos, "policy_file: %v", err)
+		return m
+	}
+	m.Policies = policies
+	if !slices.ContainsFunc(policies, func(p verify.Policy) bool { return p.Name == name }) {
+		var names []string
+		for _, p := range policies {
+			names = append(names, p.Name)
+		}
+		b.d.errorf(namePos, "policy: %s has no policy %q (it has %s)", file, name, strings.Join(names, ", "))
+	}
+	return m
 }
 
 func decodeAgentTPMNodeAttestor(b *block) any {
@@ -303,6 +365,10 @@ func decodeAgentTPMNodeAttestor(b *block) any {
 	}
 	if n == 0 {
 		s.DevicePath = "/dev/tpmrm0"
+	}
+	s.EventLogPath = b.string("event_log_path", "")
+	if s.DevicePath != "" && s.EventLogPath == "" {
+		s.EventLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
 	}
 	if a, pos, ok := b.str("ak_alg"); ok {
 		switch a {

@@ -8,6 +8,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -144,7 +145,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	h := &api.Handlers{
 		TrustDomain: c.TrustDomain, Store: c.Store, CA: authority, Entries: index,
-		NodeAttestors: nas, AgentTTL: c.AgentTTL, Log: log.With("part", "api"),
+		NodeAttestors: nas, AgentTTL: cmp.Or(c.AgentTTL, c.X509SVIDTTL, time.Hour), Log: log.With("part", "api"),
 	}
 	az := &authz.Authorizer{
 		TrustDomain: c.TrustDomain,

@@ -115,13 +115,22 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 			return r.Data, nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("composite part %s: %w", pt.Type, err)
+			err = fmt.Errorf("composite part %s: %w", pt.Type, err)
+			var d *attestors.Disqualification
+			if out != nil && errors.As(err, &d) {
+				// The node's identity is the primary part's.
+				return nil, &attestors.Disqualification{ID: out.AgentID, Err: err}
+			}
+			return nil, err
 		}
 		if out == nil {
 			out = &attestors.Result{AgentID: res.AgentID, CanReattest: true, Evidence: map[string]string{"primary": pt.Type}}
 		}
 		out.Selectors = append(out.Selectors, res.Selectors...)
 		out.CanReattest = out.CanReattest && res.CanReattest
+		if iv := res.ReattestInterval; iv > 0 && (out.ReattestInterval == 0 || iv < out.ReattestInterval) {
+			out.ReattestInterval = iv
+		}
 		for k, v := range res.Evidence {
 			out.Evidence[pt.Type+"."+k] = v
 		}

@@ -35,6 +35,8 @@ type Challenge struct {
 	EncSecret []byte           `json:"enc_secret"` // MakeCredential output
 	Nonce     []byte           `json:"nonce"`      // for the quote and the certification
 	PCRs      map[string][]int `json:"pcrs"`       // bank -> PCR indexes to quote
+	// EventLog asks for the TCG event log (measured boot is on).
+	EventLog bool `json:"event_log,omitempty"`
 }
 
 // Response answers the challenge.
@@ -46,6 +48,7 @@ type Response struct {
 	PCRValues     map[string]map[int][]byte `json:"pcr_values"`
 	CertifyAttest []byte                    `json:"certify_attest"`
 	CertifySig    []byte                    `json:"certify_sig"`
+	EventLog      []byte                    `json:"event_log,omitempty"` // when asked: the raw TCG event log
 }
 
 // Decode parses one message strictly: unknown fields, trailing data and

@@ -57,9 +57,28 @@ type ServerConfig struct {
 	// Enrolled reports whether an EK hash is enrolled. Required by every mode
 	// but ek_cert.
 	Enrolled func(ctx context.Context, ekHash string) (bool, error)
-	// PCRs to quote, in every active bank; default 0-7.
-	PCRs  []int
-	Clock func() time.Time
+	// PCRs to quote, in every active bank; default 0-7. With measured boot,
+	// the PCRs its policies read are quoted too.
+	PCRs []int
+	// MeasuredBoot, when set, requires the event log and a boot that passes
+	// its policy.
+	MeasuredBoot *MeasuredBoot
+	Clock        func() time.Time
+}
+
+// MeasuredBoot is the boot policy of a server that attests measured boot.
+type MeasuredBoot struct {
+	// Policies are evaluated on every attestation; each that passes adds
+	// the selector tpm:policy:<name>.
+	Policies []verify.Policy
+	// Required names the policy a node must pass to be attested.
+	Required string
+	// Audit records a failing required policy in the evidence and the audit
+	// log without refusing the node.
+	Audit bool
+	// ReattestInterval: see attestors.Result.ReattestInterval. 0: at every
+	// agent-SVID renewal.
+	ReattestInterval time.Duration
 }
 
 // Server is the server half: it checks the EK, sends a credential
@@ -88,6 +107,21 @@ func NewServer(c ServerConfig) (*Server, error) {
 		if p < 0 || p > 23 {
 			return nil, fmt.Errorf("tpm: PCR %d is out of range 0-23", p)
 		}
+	}
+	if m := c.MeasuredBoot; m != nil {
+		var required bool
+		for i := range m.Policies {
+			if err := m.Policies[i].Validate(); err != nil {
+				return nil, fmt.Errorf("tpm: measured boot: %w", err)
+			}
+			required = required || m.Policies[i].Name == m.Required
+			c.PCRs = append(c.PCRs, m.Policies[i].PCRs()...)
+		}
+		if !required {
+			return nil, fmt.Errorf("tpm: measured boot needs a policy every node must pass (no policy named %q); there is no accept-all default", m.Required)
+		}
+		slices.Sort(c.PCRs)
+		c.PCRs = slices.Compact(c.PCRs)
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -152,7 +186,7 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 	if err != nil {
 		return nil, reject("could not make the credential challenge: %v", err)
 	}
-	c := Challenge{V: Version, IDObject: idObject, EncSecret: encSecret, Nonce: nonce, PCRs: map[string][]int{}}
+	c := Challenge{V: Version, IDObject: idObject, EncSecret: encSecret, Nonce: nonce, PCRs: map[string][]int{}, EventLog: s.c.MeasuredBoot != nil}
 	for alg, pcrs := range sel {
 		c.PCRs[BankName(alg)] = pcrs
 	}
@@ -187,6 +221,17 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		{Type: Name, Value: "ek_hash:" + ekHash},
 		{Type: Name, Value: "ak_alg:" + akAlg},
 	}
+	var interval time.Duration
+	if m := s.c.MeasuredBoot; m != nil {
+		// The TPM has now proved it holds the EK and signed these PCRs: a
+		// boot outside policy disqualifies the node it identifies.
+		boot, err := m.check(r.EventLog, pcrs, evidence)
+		if err != nil {
+			return nil, &attestors.Disqualification{ID: id, Err: reject("%v", err)}
+		}
+		sels = append(sels, boot...)
+		interval = m.ReattestInterval
+	}
 	if cert != nil {
 		issuer := cert.Issuer.String()
 		sels = append(sels, attestors.Selector{Type: Name, Value: "ek_cert_issuer:" + issuer})
@@ -202,7 +247,7 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		}
 	}
 	evidence["ak_alg"] = akAlg
-	evidence["pcrs_quoted"] = strconv.Itoa(len(sels) - 2)
+	evidence["pcrs_quoted"] = strconv.Itoa(len(pcrs[tpm2.TPMAlgSHA256]))
 	if p.Manufacturer != "" {
 		evidence["tpm_reported_manufacturer"] = p.Manufacturer
 	}
@@ -215,6 +260,8 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		CanReattest: true,
 		Evidence:    evidence,
 		BoundKey:    key.Key,
+
+		ReattestInterval: interval,
 	}, nil
 }
 

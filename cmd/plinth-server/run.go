@@ -276,6 +276,9 @@ func gcpKeys(file, url string) (gcpiit.KeySource, error) {
 
 func newTPMAttestor(cfg *conf.Server, s conf.TPMNodeAttestor, store *datastore.Store) (*tpmattestor.Server, error) {
 	c := tpmattestor.ServerConfig{TrustDomain: cfg.TrustDomain, Mode: tpmattestor.Mode(s.Enrollment), PCRs: s.PCRs, Enrolled: store.Enrolled}
+	if m := s.MeasuredBoot; m != nil {
+		c.MeasuredBoot = &tpmattestor.MeasuredBoot{Policies: m.Policies, Required: m.Policy, Audit: m.Audit, ReattestInterval: m.ReattestInterval}
+	}
 	if s.EKCAPath != "" {
 		pemBundle, err := os.ReadFile(s.EKCAPath)
 		if err != nil {

@@ -89,6 +89,10 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 		}
 		h.audit(ctx, "attest", subject, "deny", err.Error(), map[string]string{"attestation_type": typ})
 		h.Log.Warn("node attestation refused", "type", typ, "error", err)
+		var dq *attestors.Disqualification
+		if errors.As(err, &dq) {
+			h.disqualify(ctx, dq)
+		}
 		if errors.Is(err, attestors.ErrRejected) {
 			return status.Errorf(codes.PermissionDenied, "failed to attest: %v", err)
 		}
@@ -107,11 +111,15 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	if res.BoundKey != nil {
 		if k, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(res.BoundKey) {
 			reason := "the CSR is for a different key than the one the attestor proved"
-			h.audit(ctx, "attest", agentID.String(), "deny", reason, res.Evidence)
+			h.audit(ctx, "attest", agentID.String(), "deny", reason, auditable(res.Evidence))
 			return status.Errorf(codes.PermissionDenied, "failed to attest: %s", reason)
 		}
 	}
-	chain, err := h.CA.SignX509SVID(ctx, ca.X509Params{ID: agentID, PublicKey: csr.PublicKey, TTL: h.AgentTTL})
+	ttl := h.AgentTTL
+	if iv := res.ReattestInterval; iv > 0 && (ttl == 0 || 2*iv < ttl) {
+		ttl = 2 * iv
+	}
+	chain, err := h.CA.SignX509SVID(ctx, ca.X509Params{ID: agentID, PublicKey: csr.PublicKey, TTL: ttl})
 	if err != nil {
 		return status.Errorf(codes.Internal, "could not sign agent SVID: %v", err)
 	}
@@ -132,18 +140,47 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 		}, nil
 	})
 	if errors.Is(err, errBanned) {
-		h.audit(ctx, "attest", agentID.String(), "deny", "agent is banned", res.Evidence)
+		h.audit(ctx, "attest", agentID.String(), "deny", "agent is banned", auditable(res.Evidence))
 		return authz.Denied(types.PermissionDeniedDetails_AGENT_BANNED, "failed to attest: agent %s is banned", agentID)
 	}
 	if err != nil {
 		return status.Errorf(codes.Internal, "could not record agent: %v", err)
 	}
-	h.audit(ctx, "attest", agentID.String(), "allow", "attested by "+typ, res.Evidence)
+	h.audit(ctx, "attest", agentID.String(), "allow", "attested by "+typ, auditable(res.Evidence))
 	h.Log.Info("agent attested", "agent_id", agentID.String(), "type", typ, "selectors", len(res.Selectors))
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{
 		Svid:         x509SVIDToProto(chain, agentID, ""),
 		Reattestable: res.CanReattest,
 	}}})
+}
+
+// disqualify ends the identity of a node that proved who it is but no
+// longer qualifies: its record is deleted, so its current SVID stops
+// working at once and it must attest again (and pass) to get one. SVIDs
+// already issued to its workloads expire with their TTL.
+func (h *Handlers) disqualify(ctx context.Context, dq *attestors.Disqualification) {
+	id := dq.ID.String()
+	if a, err := h.Store.GetAgent(ctx, id); err != nil || a.Banned {
+		return // not attested, or banned (deleting would lift the ban)
+	}
+	if err := h.Store.DeleteAgent(context.WithoutCancel(ctx), id); err != nil {
+		h.Log.Error("could not evict a disqualified agent", "agent_id", id, "error", err)
+		return
+	}
+	h.audit(ctx, "evict", id, "allow", "disqualified: "+dq.Err.Error(), nil)
+	h.Log.Warn("agent disqualified and evicted: its evidence no longer satisfies policy", "agent_id", id, "reason", dq.Err.Error())
+}
+
+// auditable is the evidence as the audit log keeps it: without the
+// machine-readable "_json" details, kept only with the agent's record.
+func auditable(ev map[string]string) map[string]string {
+	out := make(map[string]string, len(ev))
+	for k, v := range ev {
+		if !strings.HasSuffix(k, "_json") {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // recv receives one message or fails when ctx ends first, so an agent that

@@ -32,6 +32,9 @@ type Config struct {
 	// DataDir keeps the AK blobs (tpm-ak.json), so the AK survives restarts.
 	DataDir string
 	AKAlg   tpm.AKAlg // default ecc-p256
+	// EventLogPath is the TCG event log sent when the server asks for it
+	// (measured boot); "" sends none.
+	EventLogPath string
 }
 
 // Agent is the agent half. One attestation runs at a time.
@@ -164,6 +167,13 @@ func (a *Agent) Respond(ctx context.Context, b []byte) ([]byte, error) {
 		return nil, err
 	}
 	r := proto.Response{V: proto.Version, Secret: secret, QuoteAttest: attest, QuoteSig: sig, CertifyAttest: certAttest, CertifySig: certSig, PCRValues: map[string]map[int][]byte{}}
+	if c.EventLog && a.c.EventLogPath != "" {
+		// Read after the quote: the log then holds at least every event the
+		// quoted PCRs measured.
+		if r.EventLog, err = tpm.ReadEventLog(a.c.EventLogPath); err != nil {
+			return nil, err
+		}
+	}
 	for alg, vals := range pcrs {
 		r.PCRValues[proto.BankName(alg)] = vals
 	}

@@ -1,0 +1,91 @@
+package tpm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/plinth-id/plinth/attestors"
+	"github.com/plinth-id/plinth/tpm/verify"
+)
+
+// EvidenceBootState is the evidence key of the boot state (JSON of a
+// verify.BootState) kept with the agent's record: what `tpm policy learn`
+// and `tpm policy test` read.
+const EvidenceBootState = "boot_state_json"
+
+// check replays the event log against the verified PCR values, evaluates
+// every policy and returns the boot selectors. It fails when the log does
+// not replay or, unless in audit mode, when the required policy fails; it
+// records the boot state and every decision in evidence either way.
+func (m *MeasuredBoot) check(rawLog []byte, pcrs verify.PCRValues, evidence map[string]string) ([]attestors.Selector, error) {
+	if len(rawLog) == 0 {
+		return nil, errors.New("measured boot: the agent sent no event log (set event_log_path in the agent's NodeAttestor \"tpm\", and check that securityfs is mounted)")
+	}
+	_, st, err := verify.VerifyEventLog(rawLog, pcrs)
+	if err != nil {
+		return nil, fmt.Errorf("measured boot: %w", err)
+	}
+	b, _ := json.Marshal(st)
+	evidence[EvidenceBootState] = string(b)
+	summarize(st, evidence)
+	sels := BootSelectors(st)
+	var passed []string
+	var failure []string
+	for i := range m.Policies {
+		p := &m.Policies[i]
+		reasons := p.Evaluate(st)
+		if len(reasons) == 0 {
+			passed = append(passed, p.Name)
+			sels = append(sels, attestors.Selector{Type: Name, Value: "policy:" + p.Name})
+		} else if p.Name == m.Required {
+			failure = reasons
+		}
+	}
+	evidence["boot_policies_passed"] = strings.Join(passed, ",")
+	if failure != nil {
+		why := fmt.Sprintf("boot policy %s: %s", m.Required, strings.Join(failure, "; "))
+		if !m.Audit {
+			return nil, errors.New("measured boot: " + why)
+		}
+		evidence["boot_policy_audit_failure"] = why
+	}
+	return sels, nil
+}
+
+// BootSelectors are the selectors a boot state gives: tpm:secureboot,
+// tpm:firmware (when measured), tpm:kernel_cmdline_sha256 (when measured).
+func BootSelectors(st *verify.BootState) []attestors.Selector {
+	sels := []attestors.Selector{{Type: Name, Value: "secureboot:" + strconv.FormatBool(st.SecureBoot)}}
+	if st.Firmware != "" {
+		sels = append(sels, attestors.Selector{Type: Name, Value: "firmware:" + st.Firmware})
+	}
+	if st.CmdlineMeasured {
+		sels = append(sels, attestors.Selector{Type: Name, Value: "kernel_cmdline_sha256:" + st.CmdlineSHA256()})
+	}
+	return sels
+}
+
+// summarize adds the readable part of the boot state to evidence.
+func summarize(st *verify.BootState, ev map[string]string) {
+	ev["secure_boot"] = strconv.FormatBool(st.SecureBoot)
+	if st.Firmware != "" {
+		ev["firmware"] = st.Firmware
+	}
+	if st.Loader != "" {
+		ev["loader"] = st.Loader
+	}
+	if st.Kernel != nil {
+		ev["kernel"] = st.Kernel.Path + " " + st.Bank + ":" + st.Kernel.Digest
+	}
+	if st.CmdlineMeasured {
+		ev["kernel_cmdline"] = st.KernelCmdline
+	}
+	ev["boot_apps"] = strconv.Itoa(len(st.BootApps))
+	ev["dbx_hashes"] = strconv.Itoa(len(st.DBX))
+	if len(st.Notes) > 0 {
+		ev["boot_notes"] = strings.Join(st.Notes, "; ")
+	}
+}

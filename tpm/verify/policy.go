@@ -1,0 +1,308 @@
+package verify
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Policy is a named measured-boot policy: requirements every boot must meet
+// and, when it has any, reference sets of which at least one must match as
+// well. Reference sets let a fleet move from one firmware or kernel to the
+// next: the old and the new set are both allowed until the roll is over.
+//
+// A policy only passes on facts a BootState proves. A requirement on a fact
+// whose PCR was not quoted fails, saying which PCR is missing; a
+// requirement on something the log did not measure fails too. There is no
+// requirement that passes for want of evidence.
+type Policy struct {
+	Name string
+	Requirements
+	References []Reference
+}
+
+// Reference is one allowed reference set of a policy.
+type Reference struct {
+	Name string
+	Requirements
+}
+
+// Requirements are the checks of a policy or a reference set. A zero field
+// checks nothing. Digests and fingerprints are lowercase hex; digests are in
+// the boot state's bank (sha256 when the log carries it).
+type Requirements struct {
+	SecureBoot *bool // the SecureBoot variable measured as this
+	// PK, KEK and DB restrict the Secure Boot databases by certificate
+	// fingerprint (SHA-256 of the DER).
+	PK, KEK, DB CertRule
+	// DBXContains are SHA-256 hashes dbx must contain (revocations that must
+	// be in place).
+	DBXContains []string
+	Firmware    []string // allowed firmware versions (EV_S_CRTM_VERSION)
+	BootApps    []string // allowed boot application digests; every one started must be listed
+	Kernels     []string // allowed kernel (or UKI) digests
+	Cmdlines    []string // allowed kernel command lines, exactly as measured
+	PCRs        []PCRValue
+}
+
+// CertRule restricts a Secure Boot database: with Allowed set, every
+// certificate in it must be listed; none may be in Forbidden.
+type CertRule struct {
+	Allowed, Forbidden []string
+}
+
+// PCRValue is an exact PCR value a policy requires.
+type PCRValue struct {
+	Bank  string // sha1, sha256, …
+	Index int
+	Value string // hex
+}
+
+func (v PCRValue) String() string { return fmt.Sprintf("%s:%d:%s", v.Bank, v.Index, v.Value) }
+
+var policyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate checks the policy is well formed: a name usable in a selector,
+// hex where hex is due, known banks.
+func (p *Policy) Validate() error {
+	if !policyName.MatchString(p.Name) {
+		return fmt.Errorf("policy name %q: use letters, digits, '.', '_' and '-' (it becomes the selector tpm:policy:%s)", p.Name, p.Name)
+	}
+	if err := p.Requirements.validate(); err != nil {
+		return fmt.Errorf("policy %s: %w", p.Name, err)
+	}
+	seen := map[string]bool{}
+	for _, r := range p.References {
+		if r.Name == "" || seen[r.Name] {
+			return fmt.Errorf("policy %s: reference names must be set and distinct (%q)", p.Name, r.Name)
+		}
+		seen[r.Name] = true
+		if err := r.Requirements.validate(); err != nil {
+			return fmt.Errorf("policy %s: reference %s: %w", p.Name, r.Name, err)
+		}
+	}
+	return nil
+}
+
+func (r *Requirements) validate() error {
+	hexes := map[string][]string{
+		"pk_allowed": r.PK.Allowed, "pk_forbidden": r.PK.Forbidden, "kek_allowed": r.KEK.Allowed,
+		"kek_forbidden": r.KEK.Forbidden, "db_allowed": r.DB.Allowed, "db_forbidden": r.DB.Forbidden,
+		"dbx_contains": r.DBXContains, "boot_apps": r.BootApps, "kernels": r.Kernels,
+	}
+	for _, k := range slices.Sorted(maps.Keys(hexes)) {
+		for _, h := range hexes[k] {
+			if b, err := hex.DecodeString(h); err != nil || len(b) < 20 || h != strings.ToLower(h) {
+				return fmt.Errorf("%s: %q is not a lowercase hex digest", k, h)
+			}
+		}
+	}
+	for _, v := range r.PCRs {
+		if _, ok := ParseBank(v.Bank); !ok {
+			return fmt.Errorf("pcrs: unknown bank %q in %s", v.Bank, v)
+		}
+		if v.Index < 0 || v.Index > 23 {
+			return fmt.Errorf("pcrs: PCR %d is out of range", v.Index)
+		}
+		if _, err := hex.DecodeString(v.Value); err != nil || v.Value != strings.ToLower(v.Value) {
+			return fmt.Errorf("pcrs: %q is not lowercase hex", v.Value)
+		}
+	}
+	return nil
+}
+
+// PCRs are the PCRs the policy reads; a quote must cover them (in every
+// bank) for the policy to be able to pass.
+func (p *Policy) PCRs() []int {
+	set := map[int]bool{}
+	for _, r := range append([]Requirements{p.Requirements}, refReqs(p.References)...) {
+		for _, n := range r.pcrs() {
+			set[n] = true
+		}
+	}
+	var out []int
+	for n := range set {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func refReqs(refs []Reference) []Requirements {
+	out := make([]Requirements, len(refs))
+	for i, r := range refs {
+		out[i] = r.Requirements
+	}
+	return out
+}
+
+func (r *Requirements) pcrs() []int {
+	var out []int
+	if r.SecureBoot != nil || r.PK.set() || r.KEK.set() || r.DB.set() || len(r.DBXContains) > 0 {
+		out = append(out, pcrSecureBoot)
+	}
+	if len(r.Firmware) > 0 {
+		out = append(out, pcrFirmware)
+	}
+	if len(r.BootApps) > 0 {
+		out = append(out, pcrBootApps)
+	}
+	if len(r.Kernels) > 0 {
+		out = append(out, pcrBootApps, pcrGrubCmds, pcrGrubFiles, pcrSystemdCmd)
+	}
+	if len(r.Cmdlines) > 0 {
+		out = append(out, pcrGrubCmds, pcrSystemdCmd)
+	}
+	for _, v := range r.PCRs {
+		out = append(out, v.Index)
+	}
+	return out
+}
+
+func (c CertRule) set() bool { return len(c.Allowed) > 0 || len(c.Forbidden) > 0 }
+
+// Evaluate checks s against the policy and returns why it fails, one reason
+// per failed requirement; none means it passes.
+func (p *Policy) Evaluate(s *BootState) []string {
+	if reasons := p.Requirements.check(s); len(reasons) > 0 {
+		return reasons
+	}
+	if len(p.References) == 0 {
+		return nil
+	}
+	var reasons []string
+	for _, r := range p.References {
+		fails := r.Requirements.check(s)
+		if len(fails) == 0 {
+			return nil
+		}
+		reasons = append(reasons, fmt.Sprintf("reference %s: %s", r.Name, strings.Join(fails, "; ")))
+	}
+	return append([]string{"no reference set matches"}, reasons...)
+}
+
+func (r *Requirements) check(s *BootState) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	need := func(pcr int, what string) bool {
+		if s.Proven(pcr) {
+			return true
+		}
+		add("%s: PCR %d (%s) is not in the quote", what, pcr, s.Bank)
+		return false
+	}
+	if r.SecureBoot != nil && need(pcrSecureBoot, "secure_boot") && s.SecureBoot != *r.SecureBoot {
+		add("Secure Boot is %s, the policy requires %s", onOff(s.SecureBoot), onOff(*r.SecureBoot))
+	}
+	for _, db := range []struct {
+		name  string
+		rule  CertRule
+		certs []Cert
+	}{{"PK", r.PK, s.PK}, {"KEK", r.KEK, s.KEK}, {"db", r.DB, s.DB}} {
+		if !db.rule.set() || !need(pcrSecureBoot, strings.ToLower(db.name)) {
+			continue
+		}
+		if len(db.rule.Allowed) > 0 && len(db.certs) == 0 {
+			add("%s: no certificate was measured", db.name)
+		}
+		for _, c := range db.certs {
+			if len(db.rule.Allowed) > 0 && !slices.Contains(db.rule.Allowed, c.SHA256) {
+				add("%s: certificate %s is not allowed", db.name, c)
+			}
+			if slices.Contains(db.rule.Forbidden, c.SHA256) {
+				add("%s: certificate %s is forbidden", db.name, c)
+			}
+		}
+	}
+	if len(r.DBXContains) > 0 && need(pcrSecureBoot, "dbx_contains") {
+		var missing []string
+		for _, h := range r.DBXContains {
+			if !slices.Contains(s.DBX, h) {
+				missing = append(missing, h)
+			}
+		}
+		if len(missing) > 0 {
+			add("dbx lacks %d required revocation(s), first %s", len(missing), missing[0])
+		}
+	}
+	if len(r.Firmware) > 0 && need(pcrFirmware, "firmware") {
+		switch {
+		case s.Firmware == "":
+			add("firmware: no verifiable firmware version was measured")
+		case !slices.Contains(r.Firmware, s.Firmware):
+			add("firmware %q is not allowed", s.Firmware)
+		}
+	}
+	if len(r.BootApps) > 0 && need(pcrBootApps, "boot_apps") {
+		if len(s.BootApps) == 0 {
+			add("boot_apps: no boot application was measured")
+		}
+		for i, d := range s.BootApps {
+			if !slices.Contains(r.BootApps, d) {
+				add("boot application %d (%s %s) is not allowed", i+1, s.Bank, d)
+			}
+		}
+	}
+	if len(r.Kernels) > 0 {
+		switch {
+		case s.Kernel == nil:
+			add("kernels: no kernel was measured (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: %s)", pcrList(s))
+		case !slices.Contains(r.Kernels, s.Kernel.Digest):
+			add("kernel %s (%s %s) is not allowed", s.Kernel.Path, s.Bank, s.Kernel.Digest)
+		}
+	}
+	if len(r.Cmdlines) > 0 {
+		switch {
+		case !s.CmdlineMeasured:
+			add("kernel_cmdlines: no kernel command line was measured (GRUB on PCR 8 or systemd-stub on PCR 12; quoted: %s)", pcrList(s))
+		case !slices.Contains(r.Cmdlines, s.KernelCmdline):
+			add("kernel command line %q is not allowed", s.KernelCmdline)
+		}
+	}
+	for _, v := range r.PCRs {
+		got, ok := s.PCRs[v.Bank][v.Index]
+		switch {
+		case !ok:
+			add("pcrs: PCR %d (%s) is not in the quote", v.Index, v.Bank)
+		case got != v.Value:
+			add("PCR %d (%s) is %s, the policy requires %s", v.Index, v.Bank, got, v.Value)
+		}
+	}
+	return out
+}
+
+func pcrList(s *BootState) string {
+	var b []string
+	for _, p := range s.PCRList() {
+		b = append(b, fmt.Sprint(p))
+	}
+	if len(b) == 0 {
+		return "none"
+	}
+	return strings.Join(b, ",")
+}
+
+func (c Cert) String() string {
+	if c.Subject != "" {
+		return c.SHA256 + " (" + c.Subject + ")"
+	}
+	return c.SHA256
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// CmdlineSHA256 is the hex SHA-256 of the measured kernel command line, as
+// the selector tpm:kernel_cmdline_sha256 carries it.
+func (s *BootState) CmdlineSHA256() string {
+	sum := sha256.Sum256([]byte(s.KernelCmdline))
+	return hex.EncodeToString(sum[:])
+}
