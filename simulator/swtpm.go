@@ -100,8 +100,9 @@ type SWTPM struct {
 	// CAPEM is the CA that signed the EK certificates (from the SWTPMState).
 	CAPEM []byte
 
-	dir     string // this instance's directory
-	sockDir string // a short directory for the sockets, removed by Stop, if dir was too long
+	dir      string // this instance's directory
+	sockDir  string // a short directory for the sockets, removed by Stop, if dir was too long
+	locality int    // the locality TPM2_Startup is sent at (see StartSWTPMAt)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -122,6 +123,23 @@ const unixPathMax = 100
 // If the socket paths under dir would be too long for a unix socket, the
 // sockets go into a short temporary directory that Stop removes.
 func StartSWTPM(ctx context.Context, st *SWTPMState, dir string) (*SWTPM, error) {
+	return StartSWTPMAt(ctx, st, dir, 0)
+}
+
+// StartSWTPMAt is StartSWTPM with TPM2_Startup(CLEAR) sent at locality, 0 or
+// 3, as platform firmware does. A TPM started at locality 3 (what an H-CRTM
+// platform's firmware does, and what its event log's StartupLocality event
+// records) has PCR 0 reset to 00…03 instead of all zero in every bank.
+// Restart starts the TPM at the same locality again.
+//
+// For locality 3, swtpm runs without startup-clear; StartSWTPMAt sets the
+// locality over the control channel (CMD_SET_LOCALITY), sends TPM2_Startup on
+// the data channel and sets the locality back to 0, so every later command
+// runs at locality 0.
+func StartSWTPMAt(ctx context.Context, st *SWTPMState, dir string, locality int) (*SWTPM, error) {
+	if locality != 0 && locality != 3 {
+		return nil, fmt.Errorf("simulator: start swtpm: startup locality %d: a TPM starts at locality 0 or 3", locality)
+	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("simulator: start swtpm: %w", err)
@@ -130,7 +148,7 @@ func StartSWTPM(ctx context.Context, st *SWTPMState, dir string) (*SWTPM, error)
 	if err != nil {
 		return nil, fmt.Errorf("simulator: start swtpm: %w", err)
 	}
-	s := &SWTPM{StateDir: filepath.Join(run, "state"), CAPEM: st.CAPEM, dir: run}
+	s := &SWTPM{StateDir: filepath.Join(run, "state"), CAPEM: st.CAPEM, dir: run, locality: locality}
 	if err := copyDir(st.Dir, s.StateDir); err != nil {
 		return nil, fmt.Errorf("simulator: start swtpm: copy state: %w", err)
 	}
@@ -155,11 +173,15 @@ func StartSWTPM(ctx context.Context, st *SWTPMState, dir string) (*SWTPM, error)
 func (s *SWTPM) start(ctx context.Context) error {
 	os.Remove(s.Socket)
 	os.Remove(s.Ctrl)
+	flags := "not-need-init,startup-clear"
+	if s.locality != 0 {
+		flags = "not-need-init" // startup comes from startAt
+	}
 	cmd := exec.Command("swtpm", "socket", "--tpm2",
 		"--server", "type=unixio,path="+s.Socket,
 		"--ctrl", "type=unixio,path="+s.Ctrl,
 		"--tpmstate", "dir="+s.StateDir,
-		"--flags", "not-need-init,startup-clear",
+		"--flags", flags,
 		"--log", "file="+filepath.Join(s.dir, "swtpm.log"))
 	s.output.Reset()
 	cmd.Stdout = &lockedWriter{mu: &s.mu, w: &s.output}
@@ -176,6 +198,12 @@ func (s *SWTPM) start(ctx context.Context) error {
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
+	if s.locality != 0 {
+		if err := s.startAt(ctx); err != nil {
+			s.Stop()
+			return err
+		}
+	}
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return err

@@ -179,6 +179,19 @@ func openTPM(cfg *conf.Agent, log *slog.Logger) (*tpm.TPM, io.Closer, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if s.EventLogPath != "" {
+			// The simulator starts with empty PCRs: measure the log into it, as
+			// firmware would have, so the log replays against its quotes.
+			raw, err := tpm.ReadEventLog(s.EventLogPath)
+			if err == nil {
+				err = simulator.ExtendEventLog(context.Background(), sim.TPM, raw)
+			}
+			if err != nil {
+				sim.Close()
+				return nil, nil, err
+			}
+			log.Warn("measured the event log into the TPM simulator", "event_log", s.EventLogPath)
+		}
 		return sim.TPM, sim, nil
 	case s.SWTPMSocket != "":
 		t, err := tpm.OpenSocket("unix", s.SWTPMSocket)
@@ -211,7 +224,7 @@ func nodeAttestor(cfg *conf.Agent, p conf.Plugin, dev *tpm.TPM) (attestors.Agent
 	case conf.JoinTokenNodeAttestor:
 		return &jointoken.Agent{Token: cfg.JoinToken}, nil
 	case conf.AgentTPMNodeAttestor:
-		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg)})
+		return tpmagent.New(tpmagent.Config{TPM: dev, DataDir: cfg.DataDir, AKAlg: tpm.AKAlg(s.AKAlg), EventLogPath: s.EventLogPath})
 	case conf.AgentAWSIIDNodeAttestor:
 		return awsiid.NewAgent(awsiid.AgentConfig{Endpoint: s.MetadataEndpoint})
 	case conf.AgentGCPIITNodeAttestor:

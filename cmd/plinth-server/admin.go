@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -205,7 +206,9 @@ func agentShow(ctx context.Context, args []string) error {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			fmt.Printf("  %-26s %s\n", k, details.Evidence[k])
+			if !strings.HasSuffix(k, "_json") { // machine-readable detail (tpm policy learn reads it)
+				fmt.Printf("  %-26s %s\n", k, details.Evidence[k])
+			}
 		}
 	}
 	if len(details.Decisions) > 0 {

@@ -19,10 +19,10 @@ type Replayed map[tpm2.TPMAlgID]map[int]bool
 // Has reports whether pcr in bank alg replayed.
 func (r Replayed) Has(alg tpm2.TPMAlgID, pcr int) bool { return r[alg][pcr] }
 
-// startupLocality returns the locality the log says the TPM started at (0
-// without a StartupLocality event). Only the first such event before any
+// StartupLocality returns the locality the log says the TPM started at (0
+// without a StartupLocality event); PCR 0 resets to that value. Only the first such event before any
 // measurement on PCR 0 counts, as the PC Client spec places it.
-func (l *EventLog) startupLocality() byte {
+func (l *EventLog) StartupLocality() byte {
 	for _, e := range l.Events {
 		if e.PCR != 0 {
 			continue
@@ -46,7 +46,7 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 	v := make([]byte, h.Size())
 	switch {
 	case pcr == 0:
-		v[len(v)-1] = l.startupLocality()
+		v[len(v)-1] = l.StartupLocality()
 	case pcr >= 17 && pcr <= 22:
 		// The dynamic-launch PCRs reset to all ones at boot.
 		for i := range v {
@@ -211,4 +211,24 @@ func bankList(banks []tpm2.TPMAlgID) string {
 		s = append(s, BankName(b))
 	}
 	return strings.Join(s, ", ")
+}
+
+// PCRValues are the values the log's events extend to, for every PCR with
+// events in every bank this package can replay. They are the log's claim,
+// not evidence: what `tpm eventlog show` prints, and what a quote must equal.
+func (l *EventLog) PCRValues() PCRValues {
+	out := PCRValues{}
+	for _, alg := range l.Banks {
+		if _, ok := bankHash(alg); !ok {
+			continue
+		}
+		out[alg] = map[int][]byte{}
+		for i := range l.Events {
+			if p := l.Events[i].PCR; l.Events[i].Type != EvNoAction && out[alg][p] == nil {
+				vals, _ := l.fold(alg, p)
+				out[alg][p] = vals[len(vals)-1]
+			}
+		}
+	}
+	return out
 }
