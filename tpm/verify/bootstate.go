@@ -220,19 +220,23 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 			st.BootApps = append(st.BootApps, hex.EncodeToString(e.Digest(bank)))
 		case e.PCR == pcrGrubCmds && e.Type == EvIPL:
 			s := cString(e.Data)
-			for _, p := range []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: "} {
+			// Upstream GRUB 2.04+ prefixes, and Red Hat's GRUB's.
+			for _, p := range []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", "grub_cmd ", "grub_kernel_cmdline "} {
 				rest, ok := strings.CutPrefix(s, p)
 				if !ok {
 					continue
 				}
 				// GRUB measures the string after its prefix; the event data is
-				// the prefixed string (NUL-terminated).
+				// the prefixed string (NUL-terminated). Red Hat's GRUB measures
+				// the NUL too.
 				if err := bindData(e, []byte(rest), "GRUB string"); err != nil {
-					return nil, err
+					if bindData(e, []byte(rest+"\x00"), "GRUB string") != nil {
+						return nil, err
+					}
 				}
 				st.Loader = "grub"
 				switch p {
-				case "grub_cmd: ":
+				case "grub_cmd: ", "grub_cmd ":
 					st.GrubCommands = append(st.GrubCommands, rest)
 					if f := strings.Fields(rest); len(f) >= 2 {
 						switch f[0] {
@@ -242,13 +246,21 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 							initrdPath = f[1]
 						}
 					}
-				case "kernel_cmdline: ":
+				case "kernel_cmdline: ", "grub_kernel_cmdline ":
 					grubCmdline = &rest
 				}
 			}
 		case e.PCR == pcrGrubFiles && e.Type == EvIPL:
-			// GRUB measures a file's contents; the event data is its path.
-			st.Files = append(st.Files, File{Path: cString(e.Data), Digest: hex.EncodeToString(e.Digest(bank))})
+			// GRUB measures a file's contents; the event data is its path (Red
+			// Hat's GRUB writes "grub_linuxefi Kernel" for the kernel instead).
+			path := cString(e.Data)
+			switch path {
+			case "grub_linuxefi Kernel":
+				path = kernelPath
+			case "grub_linuxefi Initrd":
+				path = initrdPath
+			}
+			st.Files = append(st.Files, File{Path: path, Digest: hex.EncodeToString(e.Digest(bank))})
 		case e.PCR == pcrSystemdCmd && e.Type == EvIPL:
 			if err := bindData(e, e.Data, "kernel command line"); err != nil {
 				return nil, err

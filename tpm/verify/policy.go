@@ -115,9 +115,9 @@ func (r *Requirements) validate() error {
 	return nil
 }
 
-// PCRs are the PCRs the policy reads; a quote must cover them (in every
+// NeededPCRs are the PCRs the policy reads; a quote must cover them (in every
 // bank) for the policy to be able to pass.
-func (p *Policy) PCRs() []int {
+func (p *Policy) NeededPCRs() []int {
 	set := map[int]bool{}
 	for _, r := range append([]Requirements{p.Requirements}, refReqs(p.References)...) {
 		for _, n := range r.pcrs() {

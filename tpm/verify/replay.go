@@ -126,8 +126,8 @@ func (l *EventLog) divergence(alg tpm2.TPMAlgID, pcr int, want []byte, vals [][]
 	for k := len(vals) - 2; k >= 0; k-- {
 		if bytes.Equal(vals[k], want) {
 			e := l.Events[seqs[k]]
-			return fmt.Sprintf("%s: the TPM matches the log up to its %d events before event %d (%s); event %d and the %d after it on PCR %d were never measured",
-				head, k, e.Seq, e.Type, e.Seq, len(seqs)-k-1, pcr)
+			return fmt.Sprintf("%s: the TPM measured only the first %d of the log's %d events on it; event %d (%s) and any after it were never measured (added to the log)",
+				head, k, len(seqs), e.Seq, e.Type)
 		}
 	}
 	// An event whose data no longer hashes to this bank's digest.

@@ -1,0 +1,369 @@
+package verify_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/hex"
+	"math/big"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/plinth-id/plinth/simulator"
+	"github.com/plinth-id/plinth/tpm/verify"
+)
+
+// A synthetic fleet: certificates and images a boot can have.
+var (
+	pkCert, kekCert, dbCert, evilCert = testCert("Test PK"), testCert("Test KEK"), testCert("Test db"), testCert("Evil db")
+	shim, grub, grubRevoked           = []byte("shim 15.7"), []byte("grub 2.06"), []byte("grub 2.04 (BootHole)")
+	kernel, initrd                    = []byte("vmlinuz 6.1.0"), []byte("initrd 6.1.0")
+	revokedHash                       = sha256.Sum256([]byte("revoked image"))
+)
+
+func testCert(cn string) []byte {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	t := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}}
+	der, err := x509.CreateCertificate(rand.Reader, t, t, &k.PublicKey, k)
+	if err != nil {
+		panic(err)
+	}
+	return der
+}
+
+func fp(der []byte) string { s := sha256.Sum256(der); return hex.EncodeToString(s[:]) }
+func dg(b []byte) string   { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// goodBoot is a Secure Boot GRUB boot that the test policy allows.
+func goodBoot() simulator.BootConfig {
+	return simulator.BootConfig{
+		Firmware: "Plinth Test Firmware 1.2", SecureBoot: true,
+		PK: [][]byte{pkCert}, KEK: [][]byte{kekCert}, DB: [][]byte{dbCert}, DBX: [][]byte{revokedHash[:]},
+		Authorities: [][]byte{dbCert}, BootApps: [][]byte{shim, grub},
+		Loader: "grub", Kernel: kernel, Initrd: initrd, KernelPath: "/boot/vmlinuz-6.1.0", Cmdline: "root=/dev/sda1 ro quiet",
+	}
+}
+
+// measuredPCRs is what a TPM that measured raw would quote: every PCR it touches.
+func measuredPCRs(t *testing.T, raw []byte) verify.PCRValues {
+	t.Helper()
+	l, err := verify.ParseEventLog(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.PCRValues()
+}
+
+func TestBootStateOfASyntheticBoot(t *testing.T) {
+	raw := simulator.BuildBootLog(goodBoot())
+	_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"bank", st.Bank, "sha256"},
+		{"secure boot", st.SecureBoot, true},
+		{"firmware", st.Firmware, "Plinth Test Firmware 1.2"},
+		{"PK", st.PK[0].SHA256 + " " + st.PK[0].Subject, fp(pkCert) + " CN=Test PK"},
+		{"KEK", st.KEK[0].SHA256, fp(kekCert)},
+		{"db", st.DB[0].SHA256, fp(dbCert)},
+		{"dbx", st.DBX, []string{hex.EncodeToString(revokedHash[:])}},
+		{"authority", st.Authorities[0].Variable + " " + st.Authorities[0].SHA256, "db " + fp(dbCert)},
+		{"boot apps", st.BootApps, []string{dg(shim), dg(grub)}},
+		{"loader", st.Loader, "grub"},
+		{"kernel", *st.Kernel, verify.File{Path: "/boot/vmlinuz-6.1.0", Digest: dg(kernel)}},
+		{"initrd", *st.Initrd, verify.File{Path: "/initrd.img", Digest: dg(initrd)}},
+		{"cmdline", st.KernelCmdline, "/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"},
+	}
+	for _, c := range checks {
+		if !equalJSONish(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+func equalJSONish(a, b any) bool {
+	switch x := a.(type) {
+	case []string:
+		return slices.Equal(x, b.([]string))
+	}
+	return a == b
+}
+
+func TestBootStateSystemdBoot(t *testing.T) {
+	c := goodBoot()
+	c.Loader, c.Initrd = "systemd-boot", nil
+	raw := simulator.BuildBootLog(c)
+	_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Loader != "systemd-boot" || st.Kernel == nil || st.Kernel.Digest != dg(kernel) || st.Kernel.Path != "(UKI)" || st.KernelCmdline != "root=/dev/sda1 ro quiet" {
+		t.Fatalf("state %+v, kernel %+v", st, st.Kernel)
+	}
+}
+
+// encode writes a parsed crypto-agile log back, so tests can tamper with
+// its events as an attacker would.
+func encode(l *verify.EventLog) []byte {
+	var b []byte
+	for i, e := range l.Events {
+		if i == 0 {
+			b = binary.LittleEndian.AppendUint32(b, uint32(e.PCR))
+			b = binary.LittleEndian.AppendUint32(b, uint32(e.Type))
+			b = append(b, make([]byte, 20)...)
+		} else {
+			b = binary.LittleEndian.AppendUint32(b, uint32(e.PCR))
+			b = binary.LittleEndian.AppendUint32(b, uint32(e.Type))
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Digests)))
+			for _, d := range e.Digests {
+				b = binary.LittleEndian.AppendUint16(b, uint16(d.Alg))
+				b = append(b, d.Digest...)
+			}
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Data)))
+		b = append(b, e.Data...)
+	}
+	return b
+}
+
+// find returns the index of the n-th event (from 0) matching f.
+func find(l *verify.EventLog, n int, f func(e *verify.Event) bool) int {
+	for i := range l.Events {
+		if f(&l.Events[i]) {
+			if n == 0 {
+				return i
+			}
+			n--
+		}
+	}
+	panic("no such event")
+}
+
+func isBootApp(e *verify.Event) bool { return e.Type == verify.EvEFIBootServicesApp }
+func isSecureBootVar(e *verify.Event) bool {
+	return e.Type == verify.EvEFIVariableDriverCfg && bytes.Contains(e.Data, []byte("S\x00e\x00c\x00u\x00r\x00e\x00B\x00"))
+}
+
+// Every attack of the issue, each refused with its exact reason.
+func TestEventLogAttacks(t *testing.T) {
+	genuine := simulator.BuildBootLog(goodBoot())
+	quote := measuredPCRs(t, genuine)
+	other := goodBoot()
+	other.Cmdline = "root=/dev/sda1 ro init=/bin/sh"
+	spliced := simulator.BuildBootLog(other)
+
+	tamper := func(f func(l *verify.EventLog)) []byte {
+		l, err := verify.ParseEventLog(genuine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(l)
+		return encode(l)
+	}
+	tests := []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"event removed", tamper(func(l *verify.EventLog) {
+			i := find(l, 1, isBootApp)
+			l.Events = slices.Delete(l.Events, i, i+1)
+		}), "verify: event log: PCR 4 does not replay in bank SHA-1: its 3 events give "},
+		{"event duplicated", tamper(func(l *verify.EventLog) {
+			i := find(l, 0, isBootApp)
+			l.Events = slices.Insert(l.Events, i, l.Events[i])
+		}), "verify: event log: PCR 4 does not replay in bank SHA-1: its 5 events give "},
+		{"events reordered", tamper(func(l *verify.EventLog) {
+			i, j := find(l, 0, isBootApp), find(l, 1, isBootApp)
+			l.Events[i], l.Events[j] = l.Events[j], l.Events[i]
+		}), "verify: event log: PCR 4 does not replay in bank SHA-1: its 4 events give "},
+		{"event added after the TPM's last measurement", tamper(func(l *verify.EventLog) {
+			e := l.Events[find(l, 0, isBootApp)]
+			l.Events = append(l.Events, e)
+		}), "verify: event log: PCR 4 does not replay in bank SHA-1: the TPM measured only the first 4 of the log's 5 events on it; event 25 (EV_EFI_BOOT_SERVICES_APPLICATION) and any after it were never measured (added to the log)"},
+		{"log of another boot spliced in", spliced, "verify: event log: PCR 8 does not replay in bank SHA-1: its 3 events give "},
+		{"replays in one bank, not the other", tamper(func(l *verify.EventLog) {
+			e := &l.Events[find(l, 1, isBootApp)]
+			e.Digests = slices.Clone(e.Digests)
+			e.Digests[0].Digest = bytes.Repeat([]byte{1}, 20) // sha1 only
+		}), "verify: event log: PCR 4 does not replay in bank SHA-1, but does in bank SHA-256: the log's banks disagree (an event's SHA-1 digest was changed)"},
+		{"truncated", genuine[:len(genuine)-7], "verify: event log: event 24: truncated at byte "},
+		{"garbage", bytes.Repeat([]byte{0xA5}, 300), "verify: event log: event 0: PCR 2779096485 is out of range"},
+		{"empty", nil, "verify: event log: event 0: truncated at byte 0 (want 28 more, 0 left)"},
+		{"oversized", make([]byte, verify.MaxEventLogSize+1), "verify: event log: 1048577 bytes is over the limit of 1048576"},
+		{"no bank quoted", genuine, "verify: event log: none of the log's banks (sha1, sha256) is in the quote"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := quote
+			if tc.name == "no bank quoted" {
+				q = verify.PCRValues{tpm2.TPMAlgSHA384: {0: make([]byte, 48)}}
+			}
+			_, _, err := verify.VerifyEventLog(tc.raw, q)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant %s…", err, tc.want)
+			}
+		})
+	}
+}
+
+// A bound event's data changed on a PCR that replays in every bank (the
+// attacker kept all digests): the state refuses it by event.
+func TestEventLogDataBoundToDigest(t *testing.T) {
+	c := goodBoot()
+	c.SecureBoot = false
+	raw := simulator.BuildBootLog(c)
+	l, _ := verify.ParseEventLog(raw)
+	i := find(l, 0, isSecureBootVar)
+	l.Events[i].Data = bytes.Clone(l.Events[i].Data)
+	l.Events[i].Data[len(l.Events[i].Data)-1] = 1
+	// Only the data changed: the digests, and so the replay, are intact.
+	_, _, err := verify.VerifyEventLog(encode(l), measuredPCRs(t, raw))
+	want := "verify: event log: event 3 (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7, Secure Boot variable): its data does not match its SHA-1 digest"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
+
+// testPolicy allows goodBoot and nothing else.
+func testPolicy() verify.Policy {
+	on := true
+	return verify.Policy{Name: "prod", Requirements: verify.Requirements{
+		SecureBoot:  &on,
+		PK:          verify.CertRule{Allowed: []string{fp(pkCert)}},
+		KEK:         verify.CertRule{Allowed: []string{fp(kekCert)}},
+		DB:          verify.CertRule{Allowed: []string{fp(dbCert)}, Forbidden: []string{fp(evilCert)}},
+		DBXContains: []string{hex.EncodeToString(revokedHash[:])},
+	}, References: []verify.Reference{
+		{Name: "kernel-6.1", Requirements: verify.Requirements{
+			Firmware: []string{"Plinth Test Firmware 1.2"},
+			BootApps: []string{dg(shim), dg(grub)},
+			Kernels:  []string{dg(kernel)},
+			Cmdlines: []string{"/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"},
+		}},
+	}}
+}
+
+func stateOf(t *testing.T, c simulator.BootConfig, dropPCR int) *verify.BootState {
+	t.Helper()
+	raw := simulator.BuildBootLog(c)
+	q := measuredPCRs(t, raw)
+	if dropPCR >= 0 {
+		for _, vals := range q {
+			delete(vals, dropPCR)
+		}
+	}
+	_, st, err := verify.VerifyEventLog(raw, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// Every policy rule passes on the boot it describes and fails, with its
+// reason, on one that breaks it.
+func TestPolicyRules(t *testing.T) {
+	tests := []struct {
+		name   string
+		boot   func(c *simulator.BootConfig)
+		policy func(p *verify.Policy)
+		drop   int // PCR left out of the quote, -1 for none
+		want   []string
+	}{
+		{name: "the allowed boot passes", drop: -1},
+		{name: "Secure Boot off", boot: func(c *simulator.BootConfig) { c.SecureBoot = false }, drop: -1,
+			want: []string{"Secure Boot is off, the policy requires on"}},
+		{name: "PK not allowed", boot: func(c *simulator.BootConfig) { c.PK = [][]byte{evilCert} }, drop: -1,
+			want: []string{"PK: certificate " + fp(evilCert) + " (CN=Evil db) is not allowed"}},
+		{name: "KEK not allowed", boot: func(c *simulator.BootConfig) { c.KEK = append(c.KEK, evilCert) }, drop: -1,
+			want: []string{"KEK: certificate " + fp(evilCert) + " (CN=Evil db) is not allowed"}},
+		{name: "db certificate forbidden", boot: func(c *simulator.BootConfig) { c.DB = append(c.DB, evilCert) },
+			policy: func(p *verify.Policy) { p.DB.Allowed = nil }, drop: -1,
+			want: []string{"db: certificate " + fp(evilCert) + " (CN=Evil db) is forbidden"}},
+		{name: "no PK at all", boot: func(c *simulator.BootConfig) { c.PK = nil }, drop: -1,
+			want: []string{"PK: no certificate was measured"}},
+		{name: "dbx lacks a revocation", boot: func(c *simulator.BootConfig) { c.DBX = nil }, drop: -1,
+			want: []string{"dbx lacks 1 required revocation(s), first " + hex.EncodeToString(revokedHash[:])}},
+		{name: "revoked bootloader", boot: func(c *simulator.BootConfig) { c.BootApps = [][]byte{shim, grubRevoked} }, drop: -1,
+			want: []string{"no reference set matches", "reference kernel-6.1: boot application 2 (sha256 " + dg(grubRevoked) + ") is not allowed"}},
+		{name: "firmware not allowed", boot: func(c *simulator.BootConfig) { c.Firmware = "Plinth Test Firmware 0.9" }, drop: -1,
+			want: []string{"no reference set matches", `reference kernel-6.1: firmware "Plinth Test Firmware 0.9" is not allowed`}},
+		{name: "kernel not allowed", boot: func(c *simulator.BootConfig) { c.Kernel = []byte("vmlinuz 5.10") }, drop: -1,
+			want: []string{"no reference set matches", "reference kernel-6.1: kernel /boot/vmlinuz-6.1.0 (sha256 " + dg([]byte("vmlinuz 5.10")) + ") is not allowed"}},
+		{name: "command line not allowed", boot: func(c *simulator.BootConfig) { c.Cmdline = "root=/dev/sda1 ro init=/bin/sh" }, drop: -1,
+			want: []string{"no reference set matches", `reference kernel-6.1: kernel command line "/boot/vmlinuz-6.1.0 root=/dev/sda1 ro init=/bin/sh" is not allowed`}},
+		{name: "a second reference set admits the new kernel", boot: func(c *simulator.BootConfig) { c.Kernel = []byte("vmlinuz 6.6") },
+			policy: func(p *verify.Policy) {
+				r := p.References[0]
+				r.Name, r.Kernels = "kernel-6.6", []string{dg([]byte("vmlinuz 6.6"))}
+				p.References = append(p.References, r)
+			}, drop: -1},
+		{name: "policy PCR missing from the quote", drop: 7,
+			want: []string{"secure_boot: PCR 7 (sha256) is not in the quote", "pk: PCR 7 (sha256) is not in the quote",
+				"kek: PCR 7 (sha256) is not in the quote", "db: PCR 7 (sha256) is not in the quote", "dbx_contains: PCR 7 (sha256) is not in the quote"}},
+		{name: "kernel PCR missing from the quote", drop: 9,
+			want: []string{"no reference set matches", "reference kernel-6.1: kernels: no kernel was measured (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: 0,1,2,3,4,5,6,7,8)"}},
+		{name: "exact PCR value", policy: func(p *verify.Policy) {
+			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 0, Value: strings.Repeat("00", 32)}}
+		}, drop: -1, want: []string{"PCR 0 (sha256) is "}},
+		{name: "exact PCR value not quoted", policy: func(p *verify.Policy) {
+			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 14, Value: strings.Repeat("00", 32)}}
+		}, drop: -1, want: []string{"pcrs: PCR 14 (sha256) is not in the quote"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, p := goodBoot(), testPolicy()
+			if tc.boot != nil {
+				tc.boot(&c)
+			}
+			if tc.policy != nil {
+				tc.policy(&p)
+			}
+			if err := p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got := p.Evaluate(stateOf(t, c, tc.drop))
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %q\nwant %q", got, tc.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) {
+					t.Fatalf("reason %d: got %q\nwant %q…", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyValidate(t *testing.T) {
+	tests := []struct {
+		p    verify.Policy
+		want string
+	}{
+		{verify.Policy{Name: "bad name!"}, `policy name "bad name!": use letters, digits, '.', '_' and '-' (it becomes the selector tpm:policy:bad name!)`},
+		{verify.Policy{Name: "p", Requirements: verify.Requirements{Kernels: []string{"ABCD"}}}, `policy p: kernels: "ABCD" is not a lowercase hex digest`},
+		{verify.Policy{Name: "p", Requirements: verify.Requirements{PCRs: []verify.PCRValue{{Bank: "md5", Index: 1, Value: "00"}}}}, `policy p: pcrs: unknown bank "md5" in md5:1:00`},
+		{verify.Policy{Name: "p", References: []verify.Reference{{Name: "a"}, {Name: "a"}}}, `policy p: reference names must be set and distinct ("a")`},
+	}
+	for _, tc := range tests {
+		if err := tc.p.Validate(); err == nil || err.Error() != tc.want {
+			t.Errorf("got %v\nwant %s", err, tc.want)
+		}
+	}
+	p := testPolicy()
+	if got := p.NeededPCRs(); !slices.Equal(got, []int{0, 4, 7, 8, 9, 12}) {
+		t.Errorf("NeededPCRs() = %v", got)
+	}
+}
