@@ -115,7 +115,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 				return nil, fmt.Errorf("tpm: measured boot: %w", err)
 			}
 			required = required || m.Policies[i].Name == m.Required
-			c.PCRs = append(c.PCRs, m.Policies[i].PCRs()...)
+			c.PCRs = append(c.PCRs, m.Policies[i].NeededPCRs()...)
 		}
 		if !required {
 			return nil, fmt.Errorf("tpm: measured boot needs a policy every node must pass (no policy named %q); there is no accept-all default", m.Required)
