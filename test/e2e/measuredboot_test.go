@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plinth-id/plinth/simulator"
+	"github.com/plinth-id/plinth/test/harness"
+)
+
+// A node proves its boot: its swtpm measured a Secure Boot GRUB boot, the
+// agent sends the event log, the server replays it and evaluates the boot
+// policy; the node entry selects on the policy, not on the EK. The operator
+// learns a policy from the node and dry-runs a stricter one. When the node's
+// evidence stops matching (its log changes), its next re-attestation, within
+// the 2 s interval, disqualifies it: it is evicted and refused.
+func TestMeasuredBootEndToEnd(t *testing.T) {
+	n := startSWTPM(t)
+	boot := simulator.BootConfig{Firmware: "Plinth Test Firmware 1.0", SecureBoot: true,
+		BootApps: [][]byte{[]byte("shim"), []byte("grub")}, Loader: "grub", Kernel: []byte("kernel 6.1"), KernelPath: "/vmlinuz", Cmdline: "ro quiet"}
+	raw := simulator.BuildBootLog(boot)
+	dev, err := n.tpm.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simulator.ExtendEventLog(t.Context(), dev, raw); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "binary_bios_measurements")
+	policy := filepath.Join(dir, "boot.hcl")
+	strict := filepath.Join(dir, "strict.hcl")
+	os.WriteFile(logPath, raw, 0o644)
+	os.WriteFile(policy, []byte(`
+policy "prod" {
+  secure_boot = true
+  kernel_cmdlines = ["/vmlinuz ro quiet"]
+}
+`), 0o644)
+	os.WriteFile(strict, []byte(`
+policy "no-quiet" {
+  kernel_cmdlines = ["/vmlinuz ro"]
+}
+`), 0o644)
+
+	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
+        plugin_data {
+            ek_ca_path = "`+n.caPEM+`"
+            measured_boot {
+                policy_file = "`+policy+`"
+                policy = "prod"
+                reattestation_interval = "2s"
+            }
+        }
+    }
+`)
+	s.StartReady(t)
+	s.MustCLI(t, "entry create", "-node", "-spiffeID", harness.NodeID, "-selector", "tpm:policy:prod")
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "tpm" {
+        plugin_data {
+            swtpm_socket = "`+n.tpm.Socket+`"
+            event_log_path = "`+logPath+`"
+        }
+    }
+    KeyManager "tpm" {
+        plugin_data {
+            directory = "%[1]s/data"
+        }
+    }
+`)
+	a.StartReady(t, "")
+	a.WaitSVIDs(t, testID)
+
+	agentID := "spiffe://example.org/spire/agent/tpm/" + n.ekHash
+	shown := s.MustCLI(t, "agent show", "-spiffeID", agentID)
+	for _, want := range []string{"tpm:policy:prod", "tpm:secureboot:true", "tpm:firmware:Plinth Test Firmware 1.0", "tpm:kernel_cmdline_sha256:",
+		"boot_policies_passed", "kernel_cmdline", "/vmlinuz ro quiet"} {
+		if !strings.Contains(shown, want) {
+			t.Errorf("agent show lacks %q:\n%s", want, shown)
+		}
+	}
+	if strings.Contains(shown, "boot_state_json") {
+		t.Errorf("agent show prints the raw boot state:\n%s", shown)
+	}
+
+	learned := s.MustCLI(t, "tpm policy learn", "-agent", agentID, "-name", "fleet")
+	for _, want := range []string{`policy "fleet"`, "secure_boot = true", `"/vmlinuz ro quiet"`, `"Plinth Test Firmware 1.0"`} {
+		if !strings.Contains(learned, want) {
+			t.Errorf("learned policy lacks %q:\n%s", want, learned)
+		}
+	}
+	learnedPath := filepath.Join(dir, "learned.hcl")
+	os.WriteFile(learnedPath, []byte(learned), 0o644)
+	if out := s.MustCLI(t, "tpm policy test", "-policy", learnedPath); !strings.Contains(out, "0 would fail") || !strings.Contains(out, "pass    "+agentID) {
+		t.Errorf("the learned policy does not pass its own node:\n%s", out)
+	}
+	out := s.MustCLI(t, "tpm policy test", "-policy", strict)
+	if !strings.Contains(out, "1 would fail") || !strings.Contains(out, `kernel command line "/vmlinuz ro quiet" is not allowed`) {
+		t.Errorf("dry run of a stricter policy:\n%s", out)
+	}
+
+	// The node's evidence drifts: its log no longer matches its TPM.
+	other := boot
+	other.Cmdline = "ro init=/bin/sh"
+	os.WriteFile(logPath, simulator.BuildBootLog(other), 0o644)
+	if err := harness.Eventually(20*time.Second, func() error {
+		if len(s.Agents(t)) != 0 {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the drifted node was not evicted:\n%s", a.Proc.Output())
+	}
+	stdout, _, _ := s.CLI("agent show", "-spiffeID", agentID)
+	if !strings.Contains(stdout, "disqualified") || !strings.Contains(stdout, "PCR 8 does not replay") {
+		t.Fatalf("agent show does not explain the disqualification:\n%s", stdout)
+	}
+}
