@@ -11,6 +11,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -38,6 +40,8 @@ type demo struct {
 	hsm        string // "softhsm": CA keys in a private SoftHSM token
 	tpmState   string // the simulator's state file: its seed and manufacturer CA
 	tpmCA      string // the manufacturer CA bundle the server trusts
+	eventLog   string // the node's measured-boot event log (a synthetic Secure Boot boot)
+	bootPolicy string // the server's boot policy file
 	ekHash     string
 	env        []string // extra environment of the server (SOFTHSM2_CONF)
 	procs      []*exec.Cmd
@@ -129,6 +133,13 @@ func (d *demo) run(ctx context.Context) error {
 	note("EK %s (SHA-256 of the endorsement key: the node's identity)", d.ekHash)
 	note("manufacturer CA for the server: %s", d.tpmCA)
 
+	step("Writing the node's measured boot: a Secure Boot log (shim, GRUB, kernel) and the server's boot policy")
+	if err := d.prepareBoot(); err != nil {
+		return err
+	}
+	note("event log %s (the agent measures it into the simulator, as firmware would)", d.eventLog)
+	note("policy %s: Secure Boot on, these boot apps, kernel and command line; no accept-all default", d.bootPolicy)
+
 	keyManager := fmt.Sprintf(`KeyManager "disk" { plugin_data { keys_path = "%s/server/keys.json" } }`, d.dir)
 	where := "CA keys on disk"
 	if d.hsm == "softhsm" {
@@ -151,7 +162,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	step("Starting plinth-server (trust domain %s, SQLite datastore, %s, TPM attestation)", td, where)
 	serverConf := filepath.Join(d.dir, "server.conf")
-	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, keyManager, d.tpmCA)), 0o600); err != nil {
+	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(serverConfig, d.port, d.serverSock, td, d.dir, d.dir, keyManager, d.tpmCA, d.bootPolicy)), 0o600); err != nil {
 		return err
 	}
 	if err := d.start("server", filepath.Join(d.bin, "plinth-server"), "run", "-config", serverConf); err != nil {
@@ -183,9 +194,9 @@ func (d *demo) run(ctx context.Context) error {
 	note("wrote %s (the server's self-signed CA)", bundlePath)
 
 	nodeID := "spiffe://" + td + "/demo-node"
-	step("Registering the node by its TPM endorsement key, and two workloads under it")
-	d.admin(ctx, "entry", "create", "-node", "-spiffeID", nodeID, "-selector", "tpm:ek_hash:"+d.ekHash)
-	note("%s  for the node whose TPM has EK %s…", nodeID, d.ekHash[:16])
+	step("Registering the node by its TPM endorsement key and its measured boot, and two workloads under it")
+	d.admin(ctx, "entry", "create", "-node", "-spiffeID", nodeID, "-selector", "tpm:ek_hash:"+d.ekHash, "-selector", "tpm:policy:"+demoPolicy)
+	note("%s  for the node whose TPM has EK %s… and whose boot passes %s", nodeID, d.ekHash[:16], demoPolicy)
 	sel := d.selectors()
 	for _, w := range []struct{ name, selector string }{{"frontend", sel[0]}, {"backend", sel[1]}} {
 		if _, err := d.admin(ctx, "entry", "create", "-parentID", nodeID, "-spiffeID", "spiffe://"+td+"/"+w.name, "-selector", w.selector); err != nil {
@@ -197,7 +208,7 @@ func (d *demo) run(ctx context.Context) error {
 	step("Starting plinth-agent; it attests the node with its TPM (no secret copied to it)")
 	agentConf := filepath.Join(d.dir, "agent.conf")
 	agentDir := filepath.Join(d.dir, "agent")
-	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf(agentConfig, agentDir, d.port, d.agentSock, bundlePath, td, d.tpmState, agentDir)), 0o600); err != nil {
+	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf(agentConfig, agentDir, d.port, d.agentSock, bundlePath, td, d.tpmState, d.eventLog, agentDir)), 0o600); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -221,7 +232,8 @@ func (d *demo) run(ctx context.Context) error {
 	note("attested in %s: agent ID %s", time.Since(start).Round(time.Millisecond), agentID)
 	note("checks passed: EK certificate chains to the manufacturer CA; the AK activated the")
 	note("server's credential (so it lives in the same TPM); the quote signed the server's nonce")
-	note("over PCRs 0-7; the AK certified the agent's TLS key, which never leaves the TPM")
+	note("over PCRs 0-9 and 12; the AK certified the agent's TLS key, which never leaves the TPM;")
+	note("the event log replayed to the quoted PCRs in both banks and the boot passed policy %s", demoPolicy)
 	pcrs := 0
 	for _, s := range agent.Selectors {
 		if strings.HasPrefix(s.Value, "pcr:") {
@@ -275,6 +287,37 @@ func (d *demo) prepareTPM() error {
 	}
 	d.ekHash, err = verify.EKHash(pub)
 	return err
+}
+
+// demoPolicy is the boot policy the demo node must pass.
+const demoPolicy = "demo-secure-boot"
+
+// prepareBoot writes a synthetic Secure Boot event log for the node and a
+// policy that allows exactly that boot.
+func (d *demo) prepareBoot() error {
+	boot := simulator.BootConfig{
+		Firmware: "Plinth Demo Firmware 1.0", SecureBoot: true,
+		BootApps: [][]byte{[]byte("demo shim 15.8"), []byte("demo grub 2.12")},
+		Loader:   "grub", Kernel: []byte("demo kernel 6.1"), KernelPath: "/boot/vmlinuz-6.1", Cmdline: "root=/dev/vda1 ro quiet",
+	}
+	d.eventLog = filepath.Join(d.dir, "binary_bios_measurements")
+	if err := os.WriteFile(d.eventLog, simulator.BuildBootLog(boot), 0o644); err != nil {
+		return err
+	}
+	digest := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+	d.bootPolicy = filepath.Join(d.dir, "boot-policy.hcl")
+	policy := fmt.Sprintf(`policy %q {
+  secure_boot = true
+
+  reference "kernel-6.1" {
+    firmware        = [%q]
+    boot_apps       = [%q, %q]
+    kernels         = [%q]
+    kernel_cmdlines = ["/boot/vmlinuz-6.1 root=/dev/vda1 ro quiet"]
+  }
+}
+`, demoPolicy, boot.Firmware, digest(boot.BootApps[0]), digest(boot.BootApps[1]), digest(boot.Kernel))
+	return os.WriteFile(d.bootPolicy, []byte(policy), 0o644)
 }
 
 func (d *demo) workloadBin(name string) string { return filepath.Join(d.dir, name) }
@@ -421,7 +464,13 @@ const serverConfig = `server {
 plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3"  connection_string = "%s/server/datastore.sqlite3" } }
     %s
-    NodeAttestor "tpm" { plugin_data { ek_ca_path = "%s"  enrollment = "ek_cert" } }
+    NodeAttestor "tpm" {
+        plugin_data {
+            ek_ca_path = "%s"
+            enrollment = "ek_cert"
+            measured_boot { policy_file = "%s"  policy = "` + demoPolicy + `" }
+        }
+    }
 }
 `
 
@@ -435,7 +484,7 @@ const agentConfig = `agent {
     trust_domain = "%s"
 }
 plugins {
-    NodeAttestor "tpm" { plugin_data { simulator = "%s" } }
+    NodeAttestor "tpm" { plugin_data { simulator = "%s"  event_log_path = "%s" } }
     KeyManager "tpm" { plugin_data { directory = "%s" } }
     WorkloadAttestor "unix" { plugin_data { discover_workload_path = true } }
 }
