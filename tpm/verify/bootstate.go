@@ -218,6 +218,17 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 			// load address and device path) is not what was measured, so the
 			// digest itself, replayed, is the fact.
 			st.BootApps = append(st.BootApps, hex.EncodeToString(e.Digest(bank)))
+		case e.PCR == pcrGrubCmds && e.Type == EvIPL && isUTF16(e.Data):
+			// systemd-boot before v250 measured the command line of the
+			// entry it booted into PCR 8, as UTF-16LE; some versions log text
+			// that is not what they measured, which is then left out (and a
+			// command-line requirement fails).
+			if err := bindData(e, e.Data, "kernel command line"); err != nil {
+				st.Notes = append(st.Notes, "kernel command line left out: "+err.(*Error).Reason)
+				continue
+			}
+			s := utf16String(e.Data)
+			sdCmdline = &s
 		case e.PCR == pcrGrubCmds && e.Type == EvIPL:
 			s := cString(e.Data)
 			// Upstream GRUB 2.04+ prefixes, and Red Hat's GRUB's.
@@ -315,6 +326,12 @@ func (st *BootState) readSecureBootVariable(e *Event) error {
 		}
 	}
 	return nil
+}
+
+// isUTF16 reports whether b looks like UTF-16LE text (as systemd writes),
+// not like GRUB's ASCII.
+func isUTF16(b []byte) bool {
+	return len(b) >= 4 && b[0] != 0 && b[1] == 0 && b[3] == 0
 }
 
 func lastFile(files []File, path string) *File {

@@ -51,7 +51,7 @@ func (e *Event) Describe() string {
 	if s := cString(d); len(s) > 0 && utf8.ValidString(s) && printable(s) && len(s) >= len(d)-1 {
 		return quoteShort(s)
 	}
-	if len(d) >= 4 && len(d)%2 == 0 && d[1] == 0 {
+	if isUTF16(d) {
 		if s := utf16String(d); printable(s) && s != "" {
 			return quoteShort(s)
 		}

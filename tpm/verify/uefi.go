@@ -1,9 +1,9 @@
 package verify
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
@@ -132,42 +132,13 @@ func lenientSubject(der []byte) string {
 	if _, err := asn1.Unmarshal(c.TBS.FullBytes, &tbs); err != nil {
 		return ""
 	}
-	var name pkixRDN
-	if _, err := asn1.Unmarshal(tbs.Subject.FullBytes, &name); err != nil {
+	var rdn pkix.RDNSequence
+	if _, err := asn1.Unmarshal(tbs.Subject.FullBytes, &rdn); err != nil {
 		return ""
 	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdn)
 	return name.String()
-}
-
-// pkixRDN is an X.509 Name read without x509's other checks.
-type pkixRDN []([]struct {
-	Type  asn1.ObjectIdentifier
-	Value any
-})
-
-func (n pkixRDN) String() string {
-	var s []string
-	for i := len(n) - 1; i >= 0; i-- {
-		for _, a := range n[i] {
-			if a.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 3}) {
-				s = append(s, fmt.Sprintf("CN=%v", a.Value))
-			} else if a.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 10}) {
-				s = append(s, fmt.Sprintf("O=%v", a.Value))
-			}
-		}
-	}
-	return joinComma(s)
-}
-
-func joinComma(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(x)
-	}
-	return b.String()
 }
 
 // signatureDB is a Secure Boot database: EFI_SIGNATURE_LISTs.
