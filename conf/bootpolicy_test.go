@@ -84,3 +84,13 @@ plugins {
 		}
 	}
 }
+
+func TestBootPolicyExample(t *testing.T) {
+	ps, err := LoadBootPolicies("examples/boot-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || ps[0].Name != "prod" || len(ps[0].References) != 2 || len(ps[0].DB.Allowed) != 2 {
+		t.Fatalf("example policies: %+v", ps)
+	}
+}

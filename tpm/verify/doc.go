@@ -83,14 +83,52 @@
 //	verify: ek certificate: EK certificate is for a different key
 //
 // The checks are "public area", "ek", "ek ca bundle", "ek certificate",
-// "ak", "agent key", "credential", "quote" and "certify". Quote and
+// "ak", "agent key", "credential", "quote", "certify" and "event log". Quote and
 // certification verification report an AK that fails CheckAK under "ak".
+//
+// # Measured boot
+//
+// Once VerifyQuote has vouched for the PCR values, the agent's TCG event log
+// says what those values are made of:
+//
+//	log, state, err := verify.VerifyEventLog(rawLog, pcrValues)
+//	reasons := policy.Evaluate(state) // none: the boot passes
+//
+// ParseEventLog reads crypto-agile (TCG_PCR_EVENT2) and SHA-1 logs, within
+// MaxEventLogSize, MaxEvents and MaxEventData. EventLog.Replay extends every
+// event of every quoted bank from the PCR's reset value (PCR 0 from the
+// log's StartupLocality, PCRs 17-22 from all ones) and requires each quoted
+// PCR to come out exactly as quoted, in every bank: a log with an event
+// changed, removed, duplicated or reordered, a log spliced from another
+// machine, or a log whose banks disagree, does not replay; the error names
+// the PCR and, where the log shows it, the first event where it parts from
+// the TPM. A bank the log carries but the quote does not (firmware logs
+// banks the TPM has not allocated) is skipped, and nothing is read from it.
+//
+// EventLog.BootState reads only events on PCRs that replayed, and for every
+// event a fact comes from it checks that the event's data hashes to its
+// digest in every bank (go-attestation replays digests only: data can be
+// rewritten under an intact digest). What it reads: Secure Boot and the PK,
+// KEK, db and dbx databases (PCR 7 variables, certificates named by the
+// SHA-256 of their DER, read even when Go's x509 refuses them), the
+// authorities that verified boot applications, the boot applications'
+// digests (PCR 4), GRUB's commands, files, kernel, initrd and command line
+// (PCRs 8 and 9; upstream and Red Hat formats), systemd-boot's command line
+// (PCR 12, or PCR 8 before v250) and UKI, and the firmware version (PCR 0).
+// Two informational facts that some firmware logs with data that does not
+// match its digest, the firmware version and boot authorities, are left out
+// with a note rather than failing the log: no requirement is met by their
+// absence.
+//
+// A Policy is named requirements plus reference sets (one must match, so a
+// fleet can roll firmware or kernels). It passes only on proven facts: a
+// requirement whose PCR is not in the quote, or whose fact was not measured,
+// fails with its reason. Policy.NeededPCRs tells the server what to quote.
 //
 // # Not checked here
 //
 // Nonce freshness and single use, and the comparison of the activated
 // secret, are the caller's: this package keeps no state. The quote's clock
 // information (reset and restart counts) and firmware version are signed
-// but not interpreted, and event logs are replayed elsewhere against the
-// PCR values VerifyQuote has vouched for.
+// but not interpreted.
 package verify

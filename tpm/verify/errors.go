@@ -11,7 +11,7 @@ import (
 // operator; tests compare them literally.
 //
 // Check is one of "public area", "ek", "ek ca bundle", "ek certificate",
-// "ak", "agent key", "credential", "quote" and "certify".
+// "ak", "agent key", "credential", "quote", "certify" and "event log".
 type Error struct {
 	Check  string
 	Reason string
