@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strconv"
-
-	"github.com/google/go-tpm/tpm2"
 )
 
 // The messages of the tpm attestation, version 1, carried as the opaque
@@ -68,20 +65,5 @@ func Decode(what string, b []byte, v any, ver *int) error {
 	return nil
 }
 
-// Banks maps PCR bank names on the wire to their hash algorithms.
-var Banks = map[string]tpm2.TPMAlgID{
-	"sha1":   tpm2.TPMAlgSHA1,
-	"sha256": tpm2.TPMAlgSHA256,
-	"sha384": tpm2.TPMAlgSHA384,
-	"sha512": tpm2.TPMAlgSHA512,
-}
-
-// BankName is the wire name of a PCR bank.
-func BankName(alg tpm2.TPMAlgID) string {
-	for n, a := range Banks {
-		if a == alg {
-			return n
-		}
-	}
-	return "alg" + strconv.Itoa(int(alg))
-}
+// PCR banks are named on the wire as verify.BankName writes them (sha1,
+// sha256, …) and read with verify.ParseBank.

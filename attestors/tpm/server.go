@@ -188,7 +188,7 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 	}
 	c := Challenge{V: Version, IDObject: idObject, EncSecret: encSecret, Nonce: nonce, PCRs: map[string][]int{}, EventLog: s.c.MeasuredBoot != nil}
 	for alg, pcrs := range sel {
-		c.PCRs[BankName(alg)] = pcrs
+		c.PCRs[verify.BankName(alg)] = pcrs
 	}
 	cb, err := json.Marshal(c)
 	if err != nil {
@@ -243,7 +243,7 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 	}
 	for alg, vals := range pcrs {
 		for n, v := range vals {
-			sels = append(sels, attestors.Selector{Type: Name, Value: "pcr:" + BankName(alg) + ":" + strconv.Itoa(n) + ":" + hex.EncodeToString(v)})
+			sels = append(sels, attestors.Selector{Type: Name, Value: "pcr:" + verify.BankName(alg) + ":" + strconv.Itoa(n) + ":" + hex.EncodeToString(v)})
 		}
 	}
 	evidence["ak_alg"] = akAlg
@@ -320,7 +320,7 @@ func (s *Server) trustEK(ctx context.Context, ek *verify.Public, ekHash string, 
 func (s *Server) selection(reported []string) (verify.PCRSelection, error) {
 	sel := verify.PCRSelection{}
 	for _, b := range reported {
-		alg, ok := Banks[b]
+		alg, ok := verify.ParseBank(b)
 		if !ok {
 			continue
 		}
@@ -336,7 +336,7 @@ func (s *Server) selection(reported []string) (verify.PCRSelection, error) {
 func pcrValues(in map[string]map[int][]byte) (verify.PCRValues, error) {
 	out := verify.PCRValues{}
 	for b, vals := range in {
-		alg, ok := Banks[b]
+		alg, ok := verify.ParseBank(b)
 		if !ok {
 			return nil, fmt.Errorf("quote: unknown PCR bank %q", b)
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"encoding/json"
 	"errors"
+	"github.com/google/go-tpm/tpm2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,7 +230,7 @@ func TestAttestRejects(t *testing.T) {
 		{"quote signed by another AK", nil, func(c *tpmattestor.Challenge, resp *tpmattestor.Response) {
 			sel := verify.PCRSelection{}
 			for b, p := range c.PCRs {
-				sel[tpmattestor.Banks[b]] = p
+				sel[bank(b)] = p
 			}
 			a, s, _, err := r.sim.Quote(ctx, otherAK, c.Nonce, sel)
 			if err != nil {
@@ -330,3 +331,5 @@ func TestAttestGarbageResponseAndTimeout(t *testing.T) {
 		t.Fatalf("Attest with a silent agent = %v, want the deadline error", err)
 	}
 }
+
+func bank(name string) tpm2.TPMAlgID { a, _ := verify.ParseBank(name); return a }

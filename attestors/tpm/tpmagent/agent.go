@@ -124,7 +124,7 @@ func (a *Agent) Payload(ctx context.Context, agentKey crypto.Signer) ([]byte, er
 	}
 	p := proto.Payload{V: proto.Version, EKPublic: ek.Public, EKCert: ek.Cert, AKPublic: ak.Public, KeyPublic: kh.TPMKey().Public}
 	for _, b := range active {
-		p.Banks = append(p.Banks, proto.BankName(b))
+		p.Banks = append(p.Banks, verify.BankName(b))
 	}
 	if info, err := a.c.TPM.Info(ctx); err == nil {
 		p.Manufacturer, p.Firmware = info.Manufacturer, info.FirmwareVersion
@@ -152,7 +152,7 @@ func (a *Agent) Respond(ctx context.Context, b []byte) ([]byte, error) {
 	}
 	sel := verify.PCRSelection{}
 	for name, pcrs := range c.PCRs {
-		alg, ok := proto.Banks[name]
+		alg, ok := verify.ParseBank(name)
 		if !ok {
 			return nil, fmt.Errorf("tpm: server asked for unknown PCR bank %q", name)
 		}
@@ -175,7 +175,7 @@ func (a *Agent) Respond(ctx context.Context, b []byte) ([]byte, error) {
 		}
 	}
 	for alg, vals := range pcrs {
-		r.PCRValues[proto.BankName(alg)] = vals
+		r.PCRValues[verify.BankName(alg)] = vals
 	}
 	return json.Marshal(r)
 }
