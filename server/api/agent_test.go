@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"errors"
+	"google.golang.org/grpc/status"
 	"maps"
 	"slices"
 	"testing"
@@ -466,4 +467,59 @@ func TestBanAndDeleteAgent(t *testing.T) {
 	other := e.agent(t, "b2")
 	_, err = agentv1.NewAgentClient(e.as(t, other)).BanAgent(ctx, &agentv1.BanAgentRequest{Id: id("/spire/agent/join_token/b2")})
 	checkStatus(t, err, codes.PermissionDenied, agentID("b2")+" is not authorized for /spire.api.server.agent.v1.Agent/BanAgent", 0)
+}
+
+// A node that proved who it is but no longer qualifies is evicted at once:
+// its current SVID stops working; a banned node stays banned.
+func TestAttestAgentDisqualification(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	svid, err := attestFake(t, e, "n1", "n1 proven")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.store.GetAgent(ctx, svid.ID.String())
+	if err != nil || a.Evidence["detail_json"] == "" {
+		t.Fatalf("agent record %+v (%v): the _json detail is kept with the agent", a, err)
+	}
+	records, _ := e.store.ListAudit(ctx, svid.ID.String(), 0)
+	if len(records) != 1 || records[0].Details["detail_json"] != "" || records[0].Details["name"] != "n1" {
+		t.Fatalf("audit %+v: the _json detail stays out of the audit log", records)
+	}
+
+	_, err = attestFake(t, e, "n1", "n1 drifted")
+	checkStatus(t, err, codes.PermissionDenied, "failed to attest: attestation rejected: n1 no longer qualifies", 0)
+	checkAgents(t, e, 0)
+	records, _ = e.store.ListAudit(ctx, svid.ID.String(), 0)
+	if len(records) != 3 || records[0].Kind != "evict" || records[0].Reason != "disqualified: attestation rejected: n1 no longer qualifies" {
+		t.Fatalf("audit %+v: want the refusal and the eviction", records)
+	}
+	_, err = agentv1.NewAgentClient(e.as(t, svid)).RenewAgent(ctx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csr(t, newKey(t), nil)}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the disqualified agent's SVID still works: %v", err)
+	}
+
+	// A banned agent is not deleted (that would lift the ban).
+	svid, _ = attestFake(t, e, "n2", "n2 proven")
+	if _, err := agentv1.NewAgentClient(e.admin).BanAgent(ctx, &agentv1.BanAgentRequest{Id: &types.SPIFFEID{TrustDomain: "example.org", Path: svid.ID.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	attestFake(t, e, "n2", "n2 drifted")
+	if a, err := e.store.GetAgent(ctx, svid.ID.String()); err != nil || !a.Banned {
+		t.Fatalf("banned agent after disqualification: %+v, %v", a, err)
+	}
+}
+
+// A re-attestation interval caps the agent SVID's life at twice the
+// interval, so the agent attests again at least that often.
+func TestAttestAgentReattestInterval(t *testing.T) {
+	e := newEnv(t)
+	svid, err := attestFake(t, e, "short1", "short1 proven")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := svid.Certificates[0]
+	if life := cert.NotAfter.Sub(cert.NotBefore); life > 2*time.Minute+15*time.Second {
+		t.Fatalf("agent SVID lives %v, want at most 2m plus backdating", life)
+	}
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"strings"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -240,19 +241,27 @@ func (fakeAttestor) Attest(ctx context.Context, payload []byte, challenge attest
 	if err != nil {
 		return nil, err
 	}
-	if string(resp) != name+" proven" {
-		return nil, attestors.Rejectf("challenge answered %q, want %q", resp, name+" proven")
-	}
 	path := "/spire/agent/fake/" + name
 	if name == "outsider" {
 		path = "/outsider"
 	}
-	return &attestors.Result{
-		AgentID:     spiffeid.RequireFromPath(td, path),
+	id := spiffeid.RequireFromPath(td, path)
+	if string(resp) == name+" drifted" {
+		return nil, &attestors.Disqualification{ID: id, Err: attestors.Rejectf("%s no longer qualifies", name)}
+	}
+	if string(resp) != name+" proven" {
+		return nil, attestors.Rejectf("challenge answered %q, want %q", resp, name+" proven")
+	}
+	res := &attestors.Result{
+		AgentID:     id,
 		Selectors:   []attestors.Selector{{Type: "fake", Value: "name:" + name}, {Type: "fake", Value: "az:1"}},
 		CanReattest: true,
-		Evidence:    map[string]string{"name": name},
-	}, nil
+		Evidence:    map[string]string{"name": name, "detail_json": `{"big":"detail"}`},
+	}
+	if strings.HasPrefix(name, "short") {
+		res.ReattestInterval = time.Minute
+	}
+	return res, nil
 }
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
