@@ -40,6 +40,7 @@ bench: build
 FUZZTIME ?= 60s
 FUZZ_TARGETS := conf:FuzzParseServer conf:FuzzParseAgent procfs:FuzzParseStartTime procfs:FuzzParseStartTimeComm \
 	tpm/verify:FuzzParsePublic tpm/verify:FuzzVerifyQuote tpm/verify:FuzzVerifyCertify tpm/verify:FuzzEKCert \
+	tpm/verify:FuzzParseEventLog tpm/verify:FuzzReplayEventLog \
 	attestors/awsiid:FuzzAttest attestors/awsiid:FuzzDecodePayload attestors/gcpiit:FuzzAttest attestors/gcpiit:FuzzDecodePayload \
 	attestors/azuremsi:FuzzAttest attestors/azuremsi:FuzzDecodePayload
 fuzz:

@@ -13,22 +13,29 @@ import (
 	"github.com/plinth-id/plinth/hsm"
 	"github.com/plinth-id/plinth/hsm/tpmkeys"
 	"github.com/plinth-id/plinth/simulator"
+	"github.com/plinth-id/plinth/tpm"
 	"github.com/plinth-id/plinth/tpm/verify"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// BenchmarkTPMAttestation runs the tpm attestation against swtpm, both
-// halves in this process (no network), and splits each attestation into
-// time in the TPM (the agent half) and time in the server half. The server
-// half's time is CPU only, so its inverse is the verification rate per
-// core. Renewal re-attests with a fresh agent key under the same AK.
-func BenchmarkTPMAttestation(b *testing.B) {
+// tpmRig is a freshly started swtpm, the agent's key manager on it and the
+// verifier of its manufacturer's EK certificates: both halves of the tpm
+// attestation run in this process, with no network between them.
+type tpmRig struct {
+	dev     *tpm.TPM
+	keys    *tpmkeys.Manager
+	ekCerts *verify.EKVerifier
+	dir     string
+}
+
+// startTPMRig provisions and starts swtpm; it stops when b ends.
+func startTPMRig(b *testing.B) *tpmRig {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-tpm")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	b.Cleanup(func() { os.RemoveAll(dir) })
 	st, err := simulator.ProvisionSWTPM(filepath.Join(dir, "p"))
 	if err != nil {
 		b.Fatal(err)
@@ -38,17 +45,13 @@ func BenchmarkTPMAttestation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sw.Stop()
+	b.Cleanup(func() { sw.Stop() })
 	dev, err := sw.Open()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer dev.Close()
+	b.Cleanup(func() { dev.Close() })
 	keys, err := tpmkeys.New(dev, filepath.Join(dir, "keys"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	agent, err := tpmagent.New(tpmagent.Config{TPM: dev, DataDir: filepath.Join(dir, "agent")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,41 +59,56 @@ func BenchmarkTPMAttestation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	server, err := tpmattestor.NewServer(tpmattestor.ServerConfig{
-		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), Mode: tpmattestor.ModeEKCert, EKCerts: ekCerts,
+	return &tpmRig{dev: dev, keys: keys, ekCerts: ekCerts, dir: dir}
+}
+
+// attest runs one attestation with a new agent key, as a renewal does, and
+// returns its total time and the time spent in the agent half.
+func (r *tpmRig) attest(b *testing.B, agent *tpmagent.Agent, server *tpmattestor.Server, keyID string) (total, device time.Duration) {
+	ctx := context.Background()
+	start := time.Now()
+	key, err := r.keys.GenerateKey(ctx, keyID, hsm.ECP256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := agent.Payload(ctx, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	device = time.Since(start)
+	_, err = server.Attest(ctx, p, func(ctx context.Context, c []byte) ([]byte, error) {
+		t := time.Now()
+		defer func() { device += time.Since(t) }()
+		return agent.Respond(ctx, c)
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return time.Since(start), device
+}
 
-	// attest runs one attestation with a new agent key, as a renewal does,
-	// and returns its total time and the time spent in the agent half.
-	attest := func(keyID string) (total, device time.Duration) {
-		start := time.Now()
-		key, err := keys.GenerateKey(ctx, keyID, hsm.ECP256)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p, err := agent.Payload(ctx, key)
-		if err != nil {
-			b.Fatal(err)
-		}
-		device = time.Since(start)
-		_, err = server.Attest(ctx, p, func(ctx context.Context, c []byte) ([]byte, error) {
-			t := time.Now()
-			defer func() { device += time.Since(t) }()
-			return agent.Respond(ctx, c)
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(start), device
+// BenchmarkTPMAttestation runs the tpm attestation against swtpm, both
+// halves in this process (no network), and splits each attestation into
+// time in the TPM (the agent half) and time in the server half. The server
+// half's time is CPU only, so its inverse is the verification rate per
+// core. Renewal re-attests with a fresh agent key under the same AK.
+func BenchmarkTPMAttestation(b *testing.B) {
+	r := startTPMRig(b)
+	agent, err := tpmagent.New(tpmagent.Config{TPM: r.dev, DataDir: filepath.Join(r.dir, "agent")})
+	if err != nil {
+		b.Fatal(err)
 	}
-	first, _ := attest("agent-svid-A") // creates the AK
+	server, err := tpmattestor.NewServer(tpmattestor.ServerConfig{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), Mode: tpmattestor.ModeEKCert, EKCerts: r.ekCerts,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, _ := r.attest(b, agent, server, "agent-svid-A") // creates the AK
 	const n = 60
 	var totals, devices, servers []time.Duration
 	for i := range n {
-		total, device := attest([]string{"agent-svid-A", "agent-svid-B"}[i%2])
+		total, device := r.attest(b, agent, server, []string{"agent-svid-A", "agent-svid-B"}[i%2])
 		totals, devices, servers = append(totals, total), append(devices, device), append(servers, total-device)
 	}
 	p50, p99 := percentile(totals, 50), percentile(totals, 99)

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"strings"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -16,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"

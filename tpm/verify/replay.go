@@ -77,7 +77,9 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 // value. Every quoted bank must replay: a log that replays in one bank but
 // not in another is refused. A bank the log carries but the quote does not
 // cover (firmware logs banks the TPM has not allocated, GCE's SHA-384 for
-// one) is not replayed, and no fact is read from it.
+// one) is not replayed, and no fact is read from it; nor is a bank the
+// quote covers that this package cannot hash (only sha1, sha256, sha384 and
+// sha512 replay; SM3 does not).
 //
 // When a PCR does not replay, the error names the first event where the
 // log and the TPM part: events added after what the TPM measured are found
@@ -87,13 +89,23 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 func (l *EventLog) Replay(quoted PCRValues) (Replayed, error) {
 	const check = "event log"
 	out := Replayed{}
-	var banks []tpm2.TPMAlgID
+	var banks, unknown []tpm2.TPMAlgID
 	for _, alg := range l.Banks {
-		if _, ok := quoted[alg]; ok {
-			banks = append(banks, alg)
+		if _, ok := quoted[alg]; !ok {
+			continue
 		}
+		// The log's banks are the client's choice: fold can only hash the
+		// banks bankHash knows.
+		if _, ok := bankHash(alg); !ok {
+			unknown = append(unknown, alg)
+			continue
+		}
+		banks = append(banks, alg)
 	}
-	if len(banks) == 0 {
+	switch {
+	case len(banks) == 0 && len(unknown) > 0:
+		return nil, fail(check, "the quote covers only banks of the log that cannot be replayed (%s; sha1, sha256, sha384 and sha512 can)", bankList(unknown))
+	case len(banks) == 0:
 		return nil, fail(check, "none of the log's banks (%s) is in the quote", bankList(l.Banks))
 	}
 	for _, alg := range banks {
