@@ -281,7 +281,7 @@ func BuildBootLog(c BootConfig) []byte {
 	fv := []byte("synthetic firmware volume: " + c.Firmware)
 	blob := binary.LittleEndian.AppendUint64(nil, firmwareVolumeBase)
 	blob = binary.LittleEndian.AppendUint64(blob, uint64(len(fv)))
-	b.MeasureDigest(0, verify.EvEFIPlatformFirmwareBl, fv, blob)
+	b.MeasureDigest(0, verify.EvEFIPlatformFirmwareBlob, fv, blob)
 
 	sb := []byte{0}
 	if c.SecureBoot {
@@ -291,11 +291,11 @@ func BuildBootLog(c BootConfig) []byte {
 	if len(c.DBX) > 0 {
 		dbx = signatureList(efiCertSHA256, c.DBX)
 	}
-	b.Measure(7, verify.EvEFIVariableDriverCfg, variableData(efiGlobalVariable, "SecureBoot", sb))
-	b.Measure(7, verify.EvEFIVariableDriverCfg, variableData(efiGlobalVariable, "PK", certLists(c.PK)))
-	b.Measure(7, verify.EvEFIVariableDriverCfg, variableData(efiGlobalVariable, "KEK", certLists(c.KEK)))
-	b.Measure(7, verify.EvEFIVariableDriverCfg, variableData(efiImageSecurityDB, "db", certLists(c.DB)))
-	b.Measure(7, verify.EvEFIVariableDriverCfg, variableData(efiImageSecurityDB, "dbx", dbx))
+	b.Measure(7, verify.EvEFIVariableDriverConfig, variableData(efiGlobalVariable, "SecureBoot", sb))
+	b.Measure(7, verify.EvEFIVariableDriverConfig, variableData(efiGlobalVariable, "PK", certLists(c.PK)))
+	b.Measure(7, verify.EvEFIVariableDriverConfig, variableData(efiGlobalVariable, "KEK", certLists(c.KEK)))
+	b.Measure(7, verify.EvEFIVariableDriverConfig, variableData(efiImageSecurityDB, "db", certLists(c.DB)))
+	b.Measure(7, verify.EvEFIVariableDriverConfig, variableData(efiImageSecurityDB, "dbx", dbx))
 	separator := []byte{0, 0, 0, 0}
 	b.Measure(7, verify.EvSeparator, separator)
 

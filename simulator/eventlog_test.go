@@ -163,14 +163,14 @@ func TestBuildBootLog(t *testing.T) {
 	want := []ev{
 		{0, verify.EvNoAction, ""},
 		{0, verify.EvSCRTMVersion, hex.EncodeToString(utf16z(c.Firmware))},
-		{0, verify.EvEFIPlatformFirmwareBl, "0000c0ff00000000" + "3300000000000000"},
+		{0, verify.EvEFIPlatformFirmwareBlob, "0000c0ff00000000" + "3300000000000000"},
 		// The SecureBoot variable as real firmware logs it
 		// (ubuntu-2104-no-dbx.bin in go-tpm-tools).
-		{7, verify.EvEFIVariableDriverCfg, "61dfe48bca93d211aa0d00e098032b8c 0a00000000000000 0100000000000000 53006500630075007200650042006f006f007400 01"},
-		{7, verify.EvEFIVariableDriverCfg, "61dfe48bca93d211aa0d00e098032b8c 0200000000000000 3e00000000000000 50004b00" + x509List("PK certificate DER")},
-		{7, verify.EvEFIVariableDriverCfg, "61dfe48bca93d211aa0d00e098032b8c 0300000000000000 7a00000000000000 4b0045004b00" + x509List("KEK certificate 1") + x509List("KEK certificate 2")},
-		{7, verify.EvEFIVariableDriverCfg, "cbb219d73a3d9645a3bcdad00e67656f 0200000000000000 3a00000000000000 64006200" + x509List("db certificate")},
-		{7, verify.EvEFIVariableDriverCfg, "cbb219d73a3d9645a3bcdad00e67656f 0300000000000000 7c00000000000000 640062007800" +
+		{7, verify.EvEFIVariableDriverConfig, "61dfe48bca93d211aa0d00e098032b8c 0a00000000000000 0100000000000000 53006500630075007200650042006f006f007400 01"},
+		{7, verify.EvEFIVariableDriverConfig, "61dfe48bca93d211aa0d00e098032b8c 0200000000000000 3e00000000000000 50004b00" + x509List("PK certificate DER")},
+		{7, verify.EvEFIVariableDriverConfig, "61dfe48bca93d211aa0d00e098032b8c 0300000000000000 7a00000000000000 4b0045004b00" + x509List("KEK certificate 1") + x509List("KEK certificate 2")},
+		{7, verify.EvEFIVariableDriverConfig, "cbb219d73a3d9645a3bcdad00e67656f 0200000000000000 3a00000000000000 64006200" + x509List("db certificate")},
+		{7, verify.EvEFIVariableDriverConfig, "cbb219d73a3d9645a3bcdad00e67656f 0300000000000000 7c00000000000000 640062007800" +
 			"2616c4c14c509240aca941f936934328 7c000000 00000000 30000000" +
 			"b02a8f6dc3514e4d9b1a706c696e7468" + hex.EncodeToString(sum256([]byte("revoked 1"))) +
 			"b02a8f6dc3514e4d9b1a706c696e7468" + hex.EncodeToString(sum256([]byte("revoked 2")))},
@@ -236,7 +236,7 @@ func TestBuildBootLogSystemdBoot(t *testing.T) {
 	var last verify.Event
 	for _, e := range l.Events {
 		switch e.Type {
-		case verify.EvEFIVariableDriverCfg:
+		case verify.EvEFIVariableDriverConfig:
 			vars = append(vars, e)
 		case verify.EvEFIBootServicesApp:
 			apps = append(apps, e)

@@ -187,7 +187,7 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 				continue
 			}
 			st.Firmware = firmwareString(e.Data)
-		case e.PCR == pcrSecureBoot && e.Type == EvEFIVariableDriverCfg:
+		case e.PCR == pcrSecureBoot && e.Type == EvEFIVariableDriverConfig:
 			if err := bindData(e, e.Data, "Secure Boot variable"); err != nil {
 				return nil, err
 			}

@@ -27,7 +27,7 @@ func (e *Event) Describe() string {
 		}
 	case EvSCRTMVersion:
 		return "firmware " + firmwareString(d)
-	case EvEFIVariableDriverCfg, EvEFIVariableBoot, EvEFIVariableBoot2, EvEFIVariableAuthority:
+	case EvEFIVariableDriverConfig, EvEFIVariableBoot, EvEFIVariableBoot2, EvEFIVariableAuthority:
 		v, err := parseVariable(d)
 		if err != nil {
 			break
@@ -39,13 +39,13 @@ func (e *Event) Describe() string {
 			if der, ok := authorityCert(v.Data); ok {
 				return fmt.Sprintf("%s: %s", v.Name, newCert(der))
 			}
-		case e.Type == EvEFIVariableDriverCfg:
+		case e.Type == EvEFIVariableDriverConfig:
 			if db, err := parseSignatureDB(v.Data); err == nil {
 				return fmt.Sprintf("%s: %d certificate(s), %d SHA-256 hash(es), %d other", v.Name, len(db.Certs), len(db.Hashes), db.Other)
 			}
 		}
 		return fmt.Sprintf("%s (%d bytes)", v.Name, len(v.Data))
-	case EvEFIBootServicesApp, EvEFIBootServicesDriver, EvEFIRuntimeServicesDrv:
+	case EvEFIBootServicesApp, EvEFIBootServicesDriver, EvEFIRuntimeServicesDriver:
 		return "image (digest is its Authenticode hash)"
 	}
 	if s := cString(d); len(s) > 0 && utf8.ValidString(s) && printable(s) && len(s) >= len(d)-1 {

@@ -16,41 +16,41 @@ type EventType uint32
 
 // The event types this package reads or names.
 const (
-	EvPrebootCert           EventType = 0x00000000
-	EvPostCode              EventType = 0x00000001
-	EvNoAction              EventType = 0x00000003
-	EvSeparator             EventType = 0x00000004
-	EvAction                EventType = 0x00000005
-	EvEventTag              EventType = 0x00000006
-	EvSCRTMContents         EventType = 0x00000007
-	EvSCRTMVersion          EventType = 0x00000008
-	EvCPUMicrocode          EventType = 0x00000009
-	EvPlatformConfigFlags   EventType = 0x0000000A
-	EvTableOfDevices        EventType = 0x0000000B
-	EvCompactHash           EventType = 0x0000000C
-	EvIPL                   EventType = 0x0000000D
-	EvIPLPartitionData      EventType = 0x0000000E
-	EvNonhostCode           EventType = 0x0000000F
-	EvNonhostConfig         EventType = 0x00000010
-	EvNonhostInfo           EventType = 0x00000011
-	EvOmitBootDeviceEvents  EventType = 0x00000012
-	EvEFIEventBase          EventType = 0x80000000
-	EvEFIVariableDriverCfg  EventType = 0x80000001
-	EvEFIVariableBoot       EventType = 0x80000002
-	EvEFIBootServicesApp    EventType = 0x80000003
-	EvEFIBootServicesDriver EventType = 0x80000004
-	EvEFIRuntimeServicesDrv EventType = 0x80000005
-	EvEFIGPTEvent           EventType = 0x80000006
-	EvEFIAction             EventType = 0x80000007
-	EvEFIPlatformFirmwareBl EventType = 0x80000008
-	EvEFIHandoffTables      EventType = 0x80000009
-	EvEFIPlatformFirmwareB2 EventType = 0x8000000A
-	EvEFIHandoffTables2     EventType = 0x8000000B
-	EvEFIVariableBoot2      EventType = 0x8000000C
-	EvEFIHCRTMEvent         EventType = 0x80000010
-	EvEFIVariableAuthority  EventType = 0x800000E0
-	EvEFISPDMFirmwareBlob   EventType = 0x800000E1
-	EvEFISPDMFirmwareConfig EventType = 0x800000E2
+	EvPrebootCert              EventType = 0x00000000
+	EvPostCode                 EventType = 0x00000001
+	EvNoAction                 EventType = 0x00000003
+	EvSeparator                EventType = 0x00000004
+	EvAction                   EventType = 0x00000005
+	EvEventTag                 EventType = 0x00000006
+	EvSCRTMContents            EventType = 0x00000007
+	EvSCRTMVersion             EventType = 0x00000008
+	EvCPUMicrocode             EventType = 0x00000009
+	EvPlatformConfigFlags      EventType = 0x0000000A
+	EvTableOfDevices           EventType = 0x0000000B
+	EvCompactHash              EventType = 0x0000000C
+	EvIPL                      EventType = 0x0000000D
+	EvIPLPartitionData         EventType = 0x0000000E
+	EvNonhostCode              EventType = 0x0000000F
+	EvNonhostConfig            EventType = 0x00000010
+	EvNonhostInfo              EventType = 0x00000011
+	EvOmitBootDeviceEvents     EventType = 0x00000012
+	EvEFIEventBase             EventType = 0x80000000
+	EvEFIVariableDriverConfig  EventType = 0x80000001
+	EvEFIVariableBoot          EventType = 0x80000002
+	EvEFIBootServicesApp       EventType = 0x80000003
+	EvEFIBootServicesDriver    EventType = 0x80000004
+	EvEFIRuntimeServicesDriver EventType = 0x80000005
+	EvEFIGPTEvent              EventType = 0x80000006
+	EvEFIAction                EventType = 0x80000007
+	EvEFIPlatformFirmwareBlob  EventType = 0x80000008
+	EvEFIHandoffTables         EventType = 0x80000009
+	EvEFIPlatformFirmwareBlob2 EventType = 0x8000000A
+	EvEFIHandoffTables2        EventType = 0x8000000B
+	EvEFIVariableBoot2         EventType = 0x8000000C
+	EvEFIHCRTMEvent            EventType = 0x80000010
+	EvEFIVariableAuthority     EventType = 0x800000E0
+	EvEFISPDMFirmwareBlob      EventType = 0x800000E1
+	EvEFISPDMFirmwareConfig    EventType = 0x800000E2
 )
 
 var eventTypeNames = map[EventType]string{
@@ -62,11 +62,11 @@ var eventTypeNames = map[EventType]string{
 	EvIPLPartitionData: "EV_IPL_PARTITION_DATA", EvNonhostCode: "EV_NONHOST_CODE",
 	EvNonhostConfig: "EV_NONHOST_CONFIG", EvNonhostInfo: "EV_NONHOST_INFO",
 	EvOmitBootDeviceEvents: "EV_OMIT_BOOT_DEVICE_EVENTS", EvEFIEventBase: "EV_EFI_EVENT_BASE",
-	EvEFIVariableDriverCfg: "EV_EFI_VARIABLE_DRIVER_CONFIG", EvEFIVariableBoot: "EV_EFI_VARIABLE_BOOT",
+	EvEFIVariableDriverConfig: "EV_EFI_VARIABLE_DRIVER_CONFIG", EvEFIVariableBoot: "EV_EFI_VARIABLE_BOOT",
 	EvEFIBootServicesApp: "EV_EFI_BOOT_SERVICES_APPLICATION", EvEFIBootServicesDriver: "EV_EFI_BOOT_SERVICES_DRIVER",
-	EvEFIRuntimeServicesDrv: "EV_EFI_RUNTIME_SERVICES_DRIVER", EvEFIGPTEvent: "EV_EFI_GPT_EVENT",
-	EvEFIAction: "EV_EFI_ACTION", EvEFIPlatformFirmwareBl: "EV_EFI_PLATFORM_FIRMWARE_BLOB",
-	EvEFIHandoffTables: "EV_EFI_HANDOFF_TABLES", EvEFIPlatformFirmwareB2: "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
+	EvEFIRuntimeServicesDriver: "EV_EFI_RUNTIME_SERVICES_DRIVER", EvEFIGPTEvent: "EV_EFI_GPT_EVENT",
+	EvEFIAction: "EV_EFI_ACTION", EvEFIPlatformFirmwareBlob: "EV_EFI_PLATFORM_FIRMWARE_BLOB",
+	EvEFIHandoffTables: "EV_EFI_HANDOFF_TABLES", EvEFIPlatformFirmwareBlob2: "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
 	EvEFIHandoffTables2: "EV_EFI_HANDOFF_TABLES2", EvEFIVariableBoot2: "EV_EFI_VARIABLE_BOOT2",
 	EvEFIHCRTMEvent: "EV_EFI_HCRTM_EVENT", EvEFIVariableAuthority: "EV_EFI_VARIABLE_AUTHORITY",
 	EvEFISPDMFirmwareBlob: "EV_EFI_SPDM_FIRMWARE_BLOB", EvEFISPDMFirmwareConfig: "EV_EFI_SPDM_FIRMWARE_CONFIG",

@@ -153,7 +153,7 @@ func find(l *verify.EventLog, n int, f func(e *verify.Event) bool) int {
 
 func isBootApp(e *verify.Event) bool { return e.Type == verify.EvEFIBootServicesApp }
 func isSecureBootVar(e *verify.Event) bool {
-	return e.Type == verify.EvEFIVariableDriverCfg && bytes.Contains(e.Data, []byte("S\x00e\x00c\x00u\x00r\x00e\x00B\x00"))
+	return e.Type == verify.EvEFIVariableDriverConfig && bytes.Contains(e.Data, []byte("S\x00e\x00c\x00u\x00r\x00e\x00B\x00"))
 }
 
 // Every attack of the issue, each refused with its exact reason.

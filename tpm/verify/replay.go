@@ -170,7 +170,7 @@ func (l *EventLog) divergence(alg tpm2.TPMAlgID, pcr int, want []byte, vals [][]
 // (the digest is the hash of the event data), as the PC Client spec says.
 func dataBound(t EventType) bool {
 	switch t {
-	case EvSeparator, EvAction, EvEFIAction, EvSCRTMVersion, EvEFIVariableDriverCfg, EvEFIVariableAuthority, EvEFIGPTEvent:
+	case EvSeparator, EvAction, EvEFIAction, EvSCRTMVersion, EvEFIVariableDriverConfig, EvEFIVariableAuthority, EvEFIGPTEvent:
 		return true
 	}
 	return false
