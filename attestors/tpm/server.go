@@ -109,6 +109,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		}
 	}
 	if m := c.MeasuredBoot; m != nil {
+		c.PCRs = slices.Clone(c.PCRs) // not the caller's array
 		var required bool
 		for i := range m.Policies {
 			if err := m.Policies[i].Validate(); err != nil {
