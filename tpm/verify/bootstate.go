@@ -53,7 +53,11 @@ type BootState struct {
 	Files []File `json:"files,omitempty"`
 	// Kernel and Initrd are the kernel and initrd GRUB loaded (from PCR 9,
 	// named by its linux and initrd commands) or, under systemd-boot, the
-	// UKI (the last boot application).
+	// UKI (the last boot application). Caveat: under GRUB the file is found
+	// by the path the log labels it with, which the TPM does not measure;
+	// see grubFile for how that is kept from being abused. A policy that
+	// must hold against a rewritten boot configuration also pins
+	// kernel_cmdlines (measured) or PCR 9 itself.
 	Kernel *File `json:"kernel,omitempty"`
 	Initrd *File `json:"initrd,omitempty"`
 	// KernelCmdline is the kernel command line as measured: GRUB's
@@ -163,6 +167,7 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 		return st, nil
 	}
 	var kernelPath, initrdPath string
+	var linuxCmds, initrdCmds int
 	var grubCmdline, sdCmdline *string
 	afterSeparator := map[int]bool{}
 	for i := range l.Events {
@@ -253,8 +258,10 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 						switch f[0] {
 						case "linux", "linuxefi", "linux16":
 							kernelPath = f[1]
+							linuxCmds++
 						case "initrd", "initrdefi", "initrd16":
 							initrdPath = f[1]
+							initrdCmds++
 						}
 					}
 				case "kernel_cmdline: ", "grub_kernel_cmdline ":
@@ -288,8 +295,8 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 		st.Loader = "systemd-boot"
 	}
 	if st.Loader == "grub" {
-		st.Kernel = lastFile(st.Files, kernelPath)
-		st.Initrd = lastFile(st.Files, initrdPath)
+		st.Kernel = st.grubFile("kernel", kernelPath, linuxCmds)
+		st.Initrd = st.grubFile("initrd", initrdPath, initrdCmds)
 	} else if st.Loader == "systemd-boot" && len(st.BootApps) > 0 {
 		st.Kernel = &File{Path: "(UKI)", Digest: st.BootApps[len(st.BootApps)-1]}
 	}
@@ -334,17 +341,29 @@ func isUTF16(b []byte) bool {
 	return len(b) >= 4 && b[0] != 0 && b[1] == 0 && b[3] == 0
 }
 
-func lastFile(files []File, path string) *File {
-	if path == "" {
+// grubFile finds the PCR 9 file GRUB read for its one linux (or initrd)
+// command. The TPM measures a file's contents, not the path the log labels
+// it with, so the label is the log's word: the file is named only when GRUB
+// ran exactly one such command and exactly one file carries its path.
+// Otherwise a rewritten log could swap the labels of two files GRUB read (a
+// second linux command, say) and pass an allowed kernel's digest off as the
+// one that booted; the kernel is then left unknown, and noted.
+func (st *BootState) grubFile(what, path string, commands int) *File {
+	if commands == 0 {
 		return nil
 	}
-	for i := len(files) - 1; i >= 0; i-- {
-		if files[i].Path == path || strings.HasSuffix(files[i].Path, ")"+path) {
-			f := files[i]
-			return &f
+	var found []File
+	for _, f := range st.Files {
+		if f.Path == path || strings.HasSuffix(f.Path, ")"+path) {
+			found = append(found, f)
 		}
 	}
-	return nil
+	if commands != 1 || len(found) != 1 {
+		st.Notes = append(st.Notes, fmt.Sprintf("%s left out: GRUB ran %d %s command(s) and %d file(s) carry the path %q; PCR 9 paths are not measured, so the %s is ambiguous",
+			what, commands, what, len(found), path, what))
+		return nil
+	}
+	return &found[0]
 }
 
 // cString is b up to its first NUL.

@@ -291,7 +291,7 @@ func TestPolicyRules(t *testing.T) {
 			want: []string{"secure_boot: PCR 7 (sha256) is not in the quote", "pk: PCR 7 (sha256) is not in the quote",
 				"kek: PCR 7 (sha256) is not in the quote", "db: PCR 7 (sha256) is not in the quote", "dbx_contains: PCR 7 (sha256) is not in the quote"}},
 		{name: "kernel PCR missing from the quote", drop: 9,
-			want: []string{"no reference set matches", "reference kernel-6.1: kernels: no kernel was measured (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: 0,1,2,3,4,5,6,7,8)"}},
+			want: []string{"no reference set matches", "reference kernel-6.1: kernels: no kernel was identified (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: 0,1,2,3,4,5,6,7,8)"}},
 		{name: "exact PCR value", policy: func(p *verify.Policy) {
 			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 0, Value: strings.Repeat("00", 32)}}
 		}, drop: -1, want: []string{"PCR 0 (sha256) is "}},
@@ -342,5 +342,39 @@ func TestPolicyValidate(t *testing.T) {
 	p := testPolicy()
 	if got := p.NeededPCRs(); !slices.Equal(got, []int{0, 4, 7, 8, 9, 12}) {
 		t.Errorf("NeededPCRs() = %v", got)
+	}
+}
+
+// PCR 9 paths are the log's word: with two kernels read, a log that swaps
+// their labels must not pass the allowed one off as the one that booted.
+func TestGrubKernelLabelsAreNotTrusted(t *testing.T) {
+	grubCmd := func(b *simulator.EventLogBuilder, s string) {
+		b.MeasureDigest(8, verify.EvIPL, []byte(s), []byte("grub_cmd: "+s+"\x00"))
+	}
+	build := func(goodLabel, evilLabel string) []byte {
+		b := simulator.NewEventLog()
+		grubCmd(b, "linux /vmlinuz-good")
+		b.MeasureDigest(9, verify.EvIPL, []byte("good kernel"), []byte(goodLabel+"\x00"))
+		grubCmd(b, "linux /vmlinuz-evil")
+		b.MeasureDigest(9, verify.EvIPL, []byte("evil kernel"), []byte(evilLabel+"\x00"))
+		return b.Bytes()
+	}
+	honest := build("/vmlinuz-good", "/vmlinuz-evil")
+	swapped := build("/vmlinuz-evil", "/vmlinuz-good") // same digests, same PCRs
+	for _, raw := range [][]byte{honest, swapped} {
+		_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, honest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Kernel != nil {
+			t.Fatalf("kernel %+v identified by unmeasured labels", st.Kernel)
+		}
+		p := verify.Policy{Name: "k", Requirements: verify.Requirements{Kernels: []string{dg([]byte("good kernel"))}}}
+		if got := p.Evaluate(st); len(got) != 1 || !strings.HasPrefix(got[0], "kernels: no kernel was identified") {
+			t.Fatalf("kernels rule: %q", got)
+		}
+		if len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "GRUB ran 2 kernel command(s)") {
+			t.Fatalf("notes %q", st.Notes)
+		}
 	}
 }

@@ -250,7 +250,7 @@ func (r *Requirements) check(s *BootState) []string {
 	if len(r.Kernels) > 0 {
 		switch {
 		case s.Kernel == nil:
-			add("kernels: no kernel was measured (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: %s)", pcrList(s))
+			add("kernels: no kernel was identified (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: %s)", pcrList(s))
 		case !slices.Contains(r.Kernels, s.Kernel.Digest):
 			add("kernel %s (%s %s) is not allowed", s.Kernel.Path, s.Bank, s.Kernel.Digest)
 		}
