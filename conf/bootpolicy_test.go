@@ -30,12 +30,14 @@ func TestBootPolicyErrors(t *testing.T) {
 		{``, "p.hcl:1: the file holds no policy"},
 		{`policy "a" { secure_boot = "yes" }`, `p.hcl:1: secure_boot: want true or false, got a string`},
 		{"policy \"a\" {\n kernels = [\"XYZ\"]\n}", `p.hcl:1: policy a: kernels: "XYZ" is not a lowercase hex digest`},
-		{"policy \"a\" {\n kernal = []\n}", `p.hcl:2: unknown key "kernal" in policy "a" (did you mean "kernels"?)`},
-		{"policy \"a\" {}\npolicy \"a\" {}", `p.hcl:2: duplicate policy "a" (first on line 1)`},
-		{"policy \"a\" {\n pcrs = [\"sha256:x:00\"]\n}", `p.hcl:2: pcrs: "sha256:x:00": want bank:index:hex, e.g. sha256:7:3d45…`},
+		{"policy \"a\" {\n secure_boot = true\n kernal = []\n}", `p.hcl:3: unknown key "kernal" in policy "a" (did you mean "kernels"?)`},
+		{"policy \"a\" { secure_boot = true }\npolicy \"a\" { secure_boot = true }", `p.hcl:2: duplicate policy "a" (first on line 1)`},
+		{"policy \"a\" {\n pcrs = [\"sha256:x:00\", \"sha256:1:00\"]\n}", `p.hcl:2: pcrs: "sha256:x:00": want bank:index:hex, e.g. sha256:7:3d45…`},
 		{"rule \"a\" {}", `p.hcl:1: unknown top-level key "rule" (a policy file holds policy "name" { … } blocks)`},
 		{"policy {}", `p.hcl:1: policy: want policy "name" { … }`},
-		{"policy \"a\" {\n reference \"r\" {}\n reference \"r\" {}\n}", `p.hcl:3: duplicate reference "r" in policy "a" (first on line 2)`},
+		{"policy \"a\" {\n reference \"r\" { secure_boot = true }\n reference \"r\" {}\n}", `p.hcl:3: duplicate reference "r" in policy "a" (first on line 2)`},
+		{`policy "a" {}`, "p.hcl:1: policy a requires nothing, so every boot would pass it; there is no accept-all policy"},
+		{`policy "a" { reference "r" {} }`, "p.hcl:1: policy a: reference r requires nothing, so every boot would match it"},
 	}
 	for _, tc := range tests {
 		_, err := ParseBootPolicies("p.hcl", []byte(tc.src))

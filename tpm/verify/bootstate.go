@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,12 +18,18 @@ import (
 // digest in every bank. It is plain data: stored as attestation evidence,
 // evaluated by a Policy, shown to operators.
 type BootState struct {
-	// Bank is the bank the digests below are in: sha256 when the log
-	// carries it, else sha1.
+	// Bank is the bank the digests below are in: sha256 when it replayed,
+	// else sha1.
 	Bank string `json:"bank"`
-	// PCRs are the quoted values of every PCR that replayed, by bank name
-	// (sha1, sha256, …) and index, hex. Facts below come only from these.
+	// PCRs are the quoted values, by bank name (sha1, sha256, …) and index,
+	// hex: the TPM's word, through a verified quote.
 	PCRs map[string]map[int]string `json:"pcrs"`
+	// Replayed are the PCRs, by bank, the event log was proven against.
+	// Facts below come only from events on these, in Bank.
+	Replayed map[string][]int `json:"replayed"`
+	// Variables are the Secure Boot variables measured (SecureBoot, PK,
+	// KEK, db, dbx), each once.
+	Variables []string `json:"variables,omitempty"`
 
 	// Firmware is the platform firmware version (EV_S_CRTM_VERSION, PCR 0).
 	Firmware string `json:"firmware,omitempty"`
@@ -123,8 +130,7 @@ func ParseBank(s string) (tpm2.TPMAlgID, bool) {
 
 // Proven reports whether pcr replayed in the state's digest bank.
 func (s *BootState) Proven(pcr int) bool {
-	_, ok := s.PCRs[s.Bank][pcr]
-	return ok
+	return slices.Contains(s.Replayed[s.Bank], pcr)
 }
 
 // VerifyEventLog parses raw, replays it against the PCR values of a verified
@@ -146,161 +152,278 @@ func VerifyEventLog(raw []byte, quoted PCRValues) (*EventLog, *BootState, error)
 	return log, st, nil
 }
 
-// BootState reads the boot state from the events on PCRs in replayed,
-// checking the data of every event a fact is read from against all of its
-// digests. Events on other PCRs are ignored: nothing unproven reaches the
-// state.
+// BootState reads the boot state from the events on PCRs in replayed.
+//
+// The TPM measured digests, and replay proves only them: an event's type,
+// and its data unless it hashes to its digest, are the log's word. So no
+// fact is read from a type or a label alone. Facts come from data that
+// hashes to the event's digest in every bank (the Secure Boot variables, the
+// separators, GRUB's strings, systemd's command line), from the replayed
+// digests themselves (boot applications, GRUB's files), or from their order
+// on one PCR (which replay fixes). Where the type is all there is to go on,
+// the reading errs on the side that fails a requirement: every PCR 4 event
+// that is not a bound action or separator counts as a boot application;
+// any event on PCR 8 that is not a bound string makes the GRUB facts
+// unknown; a PCR 7 event of a type that has no place there refuses the log.
+// Events on other PCRs, or PCRs not replayed, are ignored.
 func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, error) {
 	bank := tpm2.TPMAlgSHA1
-	if slices.Contains(l.Banks, tpm2.TPMAlgSHA256) {
+	if len(replayed[tpm2.TPMAlgSHA256]) > 0 {
 		bank = tpm2.TPMAlgSHA256
 	}
-	st := &BootState{Bank: BankName(bank), PCRs: map[string]map[int]string{}}
-	for alg, pcrs := range replayed {
+	st := &BootState{Bank: BankName(bank), PCRs: map[string]map[int]string{}, Replayed: map[string][]int{}}
+	for alg, vals := range quoted {
 		m := map[int]string{}
-		for p := range pcrs {
-			m[p] = hex.EncodeToString(quoted[alg][p])
+		for p, v := range vals {
+			m[p] = hex.EncodeToString(v)
 		}
 		st.PCRs[BankName(alg)] = m
 	}
-	if len(st.PCRs[st.Bank]) == 0 {
-		return st, nil
+	for alg, pcrs := range replayed {
+		st.Replayed[BankName(alg)] = slices.Sorted(maps.Keys(pcrs))
 	}
-	var kernelPath, initrdPath string
-	var linuxCmds, initrdCmds int
-	var grubCmdline, sdCmdline *string
-	afterSeparator := map[int]bool{}
+	r := stateReader{st: st, bank: bank}
 	for i := range l.Events {
 		e := &l.Events[i]
 		if e.Type == EvNoAction || !replayed.Has(bank, e.PCR) {
 			continue
 		}
-		if e.Type == EvSeparator {
-			if err := bindData(e, e.Data, "separator"); err != nil {
-				return nil, err
-			}
-			afterSeparator[e.PCR] = true
+		var err error
+		switch e.PCR {
+		case pcrFirmware:
+			r.firmware(e)
+		case pcrBootApps:
+			r.bootApp(e)
+		case pcrSecureBoot:
+			err = r.secureBoot(e)
+		case pcrGrubCmds:
+			r.grubString(e)
+		case pcrGrubFiles:
+			// GRUB measures a file's contents; the event data is its path,
+			// which nothing measured (Red Hat's GRUB writes "grub_linuxefi
+			// Kernel" instead).
+			st.Files = append(st.Files, File{Path: cString(e.Data), Digest: hex.EncodeToString(e.Digest(bank))})
+		case pcrSystemdCmd:
+			r.systemdCmdline(e, &r.pcr12)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	r.finish()
+	return st, nil
+}
+
+// stateReader carries what BootState gathers across events.
+type stateReader struct {
+	st   *BootState
+	bank tpm2.TPMAlgID
+
+	firmwares   []string
+	sbSeparator bool
+	grub        []string // bound GRUB strings, in order
+	grubUnbound []string // notes on PCR 8 events that are not
+	pcr8, pcr12 []string // bound systemd command lines (PCR 8 before v250, PCR 12)
+	linuxPath   string
+}
+
+// bound reports whether m is what e measured in every bank it carries, and
+// if not, why (for a note).
+func bound(e *Event, m []byte, what string) (string, bool) {
+	if err := bindData(e, m, what); err != nil {
+		return err.Reason, false
+	}
+	return "", true
+}
+
+func (r *stateReader) note(format string, args ...any) {
+	r.st.Notes = append(r.st.Notes, fmt.Sprintf(format, args...))
+}
+
+// firmware reads EV_S_CRTM_VERSION. Some firmware measures something other
+// than the version it logs (upstream go-tpm-tools refuses such logs); the
+// version is then unknown, which fails any firmware requirement.
+func (r *stateReader) firmware(e *Event) {
+	if e.Type != EvSCRTMVersion {
+		return
+	}
+	if why, ok := bound(e, e.Data, "firmware version"); !ok {
+		r.note("firmware version unknown: %s", why)
+		return
+	}
+	r.firmwares = append(r.firmwares, firmwareString(e.Data))
+}
+
+// bootApp reads PCR 4: everything but a bound action or separator is a
+// boot application, whatever type the log gives it.
+func (r *stateReader) bootApp(e *Event) {
+	if e.Type == EvEFIAction || e.Type == EvSeparator {
+		if _, ok := bound(e, e.Data, "action"); ok {
+			return
+		}
+	}
+	// The digest is the image's Authenticode hash: the event data (a load
+	// address and device path) is not what was measured; the digest,
+	// replayed, is the fact.
+	r.st.BootApps = append(r.st.BootApps, hex.EncodeToString(e.Digest(r.bank)))
+}
+
+// secureBoot reads PCR 7: the Secure Boot variables before its separator,
+// the authorities after it.
+func (r *stateReader) secureBoot(e *Event) error {
+	refuse := func(format string, args ...any) error {
+		return fail("event log", "event %d (%s, PCR 7): %s", e.Seq, e.Type, fmt.Sprintf(format, args...))
+	}
+	switch e.Type {
+	case EvSeparator:
+		if err := bindData(e, e.Data, "separator"); err != nil {
+			return err
+		}
+		if len(e.Data) != 4 {
+			return refuse("a separator of %d bytes", len(e.Data))
+		}
+		r.sbSeparator = true
+	case EvEFIAction:
+		if err := bindData(e, e.Data, "action"); err != nil {
+			return err
+		}
+	case EvEFIVariableDriverConfig:
+		if err := bindData(e, e.Data, "Secure Boot variable"); err != nil {
+			return err
+		}
+		if r.sbSeparator {
+			return refuse("Secure Boot configuration measured after the separator")
+		}
+		return r.st.readSecureBootVariable(e)
+	case EvEFIVariableAuthority:
+		// Older shims log their vendor certificate with lengths that do not
+		// match what they measured: such an authority is left out, and
+		// noted. No policy requirement reads authorities; they are shown.
+		if why, ok := bound(e, e.Data, "authority"); !ok {
+			r.note("authority left out: %s", why)
+			return nil
+		}
+		v, err := parseVariable(e.Data)
+		if err != nil {
+			r.note("authority left out: event %d: %s", e.Seq, err)
+			return nil
+		}
+		if der, ok := authorityCert(v.Data); ok {
+			r.st.Authorities = append(r.st.Authorities, Authority{Variable: v.Name, Cert: newCert(der)})
+		}
+	default:
+		// A type that has no place on PCR 7 hides what the event was: a
+		// retyped Secure Boot variable must not vanish from the state.
+		return refuse("an event of this type has no place on PCR 7")
+	}
+	return nil
+}
+
+// grubPrefixes are the labels GRUB puts before the strings it measures
+// (upstream 2.04+, then Red Hat's). The label is not measured: a string is
+// classified by what it says, never by its label.
+var grubPrefixes = []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", "grub_cmd ", "grub_kernel_cmdline "}
+
+// grubString reads a PCR 8 event of any type: a GRUB string whose text (with
+// or without its NUL, as Red Hat's GRUB measures it) is what was measured,
+// or a systemd-boot command line; anything else makes GRUB's facts unknown.
+func (r *stateReader) grubString(e *Event) {
+	if isUTF16(e.Data) {
+		r.systemdCmdline(e, &r.pcr8)
+		return
+	}
+	s := cString(e.Data)
+	for _, p := range grubPrefixes {
+		text, ok := strings.CutPrefix(s, p)
+		if !ok {
 			continue
 		}
-		switch {
-		case e.PCR == pcrFirmware && e.Type == EvSCRTMVersion:
-			// Some firmware measures something other than the version string
-			// it logs (upstream go-tpm-tools refuses such logs outright); the
-			// version is then unknown, which fails any firmware requirement.
-			if err := bindData(e, e.Data, "firmware version"); err != nil {
-				st.Notes = append(st.Notes, "firmware version unknown: "+err.(*Error).Reason)
-				continue
-			}
-			st.Firmware = firmwareString(e.Data)
-		case e.PCR == pcrSecureBoot && e.Type == EvEFIVariableDriverConfig:
-			if err := bindData(e, e.Data, "Secure Boot variable"); err != nil {
-				return nil, err
-			}
-			if afterSeparator[e.PCR] {
-				return nil, fail("event log", "event %d (%s, PCR 7): Secure Boot configuration measured after the separator", e.Seq, e.Type)
-			}
-			if err := st.readSecureBootVariable(e); err != nil {
-				return nil, err
-			}
-		case e.PCR == pcrSecureBoot && e.Type == EvEFIVariableAuthority:
-			// Older shims log their vendor certificate with lengths that do not
-			// match what they measured: such an authority is left out, and
-			// noted. No policy requirement reads authorities; they are shown.
-			if err := bindData(e, e.Data, "authority"); err != nil {
-				st.Notes = append(st.Notes, "authority left out: "+err.(*Error).Reason)
-				continue
-			}
-			v, err := parseVariable(e.Data)
-			if err != nil {
-				st.Notes = append(st.Notes, fmt.Sprintf("authority left out: event %d: %s", e.Seq, err))
-				continue
-			}
-			if der, ok := authorityCert(v.Data); ok {
-				st.Authorities = append(st.Authorities, Authority{Variable: v.Name, Cert: newCert(der)})
-			}
-		case e.PCR == pcrBootApps && e.Type == EvEFIBootServicesApp:
-			// The digest is the image's Authenticode hash; the event data (a
-			// load address and device path) is not what was measured, so the
-			// digest itself, replayed, is the fact.
-			st.BootApps = append(st.BootApps, hex.EncodeToString(e.Digest(bank)))
-		case e.PCR == pcrGrubCmds && e.Type == EvIPL && isUTF16(e.Data):
-			// systemd-boot before v250 measured the command line of the
-			// entry it booted into PCR 8, as UTF-16LE; some versions log text
-			// that is not what they measured, which is then left out (and a
-			// command-line requirement fails).
-			if err := bindData(e, e.Data, "kernel command line"); err != nil {
-				st.Notes = append(st.Notes, "kernel command line left out: "+err.(*Error).Reason)
-				continue
-			}
-			s := utf16String(e.Data)
-			sdCmdline = &s
-		case e.PCR == pcrGrubCmds && e.Type == EvIPL:
-			s := cString(e.Data)
-			// Upstream GRUB 2.04+ prefixes, and Red Hat's GRUB's.
-			for _, p := range []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", "grub_cmd ", "grub_kernel_cmdline "} {
-				rest, ok := strings.CutPrefix(s, p)
-				if !ok {
-					continue
-				}
-				// GRUB measures the string after its prefix; the event data is
-				// the prefixed string (NUL-terminated). Red Hat's GRUB measures
-				// the NUL too.
-				if err := bindData(e, []byte(rest), "GRUB string"); err != nil {
-					if bindData(e, []byte(rest+"\x00"), "GRUB string") != nil {
-						return nil, err
-					}
-				}
-				st.Loader = "grub"
-				switch p {
-				case "grub_cmd: ", "grub_cmd ":
-					st.GrubCommands = append(st.GrubCommands, rest)
-					if f := strings.Fields(rest); len(f) >= 2 {
-						switch f[0] {
-						case "linux", "linuxefi", "linux16":
-							kernelPath = f[1]
-							linuxCmds++
-						case "initrd", "initrdefi", "initrd16":
-							initrdPath = f[1]
-							initrdCmds++
-						}
-					}
-				case "kernel_cmdline: ", "grub_kernel_cmdline ":
-					grubCmdline = &rest
-				}
-			}
-		case e.PCR == pcrGrubFiles && e.Type == EvIPL:
-			// GRUB measures a file's contents; the event data is its path (Red
-			// Hat's GRUB writes "grub_linuxefi Kernel" for the kernel instead).
-			path := cString(e.Data)
-			switch path {
-			case "grub_linuxefi Kernel":
-				path = kernelPath
-			case "grub_linuxefi Initrd":
-				path = initrdPath
-			}
-			st.Files = append(st.Files, File{Path: path, Digest: hex.EncodeToString(e.Digest(bank))})
-		case e.PCR == pcrSystemdCmd && e.Type == EvIPL:
-			if err := bindData(e, e.Data, "kernel command line"); err != nil {
-				return nil, err
-			}
-			s := utf16String(e.Data)
-			sdCmdline = &s
+		_, ok = bound(e, []byte(text), "GRUB string")
+		if !ok {
+			_, ok = bound(e, []byte(text+"\x00"), "GRUB string")
+		}
+		if ok {
+			r.grub = append(r.grub, text)
+			return
 		}
 	}
+	r.grubUnbound = append(r.grubUnbound, fmt.Sprintf("event %d (%s)", e.Seq, e.Type))
+}
+
+// systemdCmdline reads a UTF-16LE command line systemd measured.
+// Some systemd versions log other measurements there (credentials, system
+// extensions) under a name, not their content: those are left out.
+func (r *stateReader) systemdCmdline(e *Event, into *[]string) {
+	if _, ok := bound(e, e.Data, "kernel command line"); ok && isUTF16(e.Data) {
+		*into = append(*into, utf16String(e.Data))
+		return
+	}
+	r.note("PCR %d event %d (%s) left out: it is not a command line whose data matches its digest", e.PCR, e.Seq, e.Type)
+}
+
+// finish derives the loader, kernel and command line from what was read.
+func (r *stateReader) finish() {
+	st := r.st
+	switch fw := slices.Compact(slices.Sorted(slices.Values(r.firmwares))); {
+	case len(fw) == 1:
+		st.Firmware = fw[0]
+	case len(fw) > 1:
+		r.note("firmware version unknown: %d versions measured", len(fw))
+	}
 	switch {
-	case grubCmdline != nil:
-		st.KernelCmdline, st.CmdlineMeasured = *grubCmdline, true
-	case sdCmdline != nil:
-		st.KernelCmdline, st.CmdlineMeasured = *sdCmdline, true
+	case len(r.grub) > 0:
+		st.Loader = "grub"
+		st.GrubCommands = r.grub
+		if len(r.grubUnbound) > 0 {
+			r.note("kernel and command line unknown: PCR 8 holds %s, which GRUB did not measure as logged", strings.Join(r.grubUnbound, ", "))
+			return
+		}
+		r.grubKernel()
+	case len(r.pcr12) > 0 || len(r.pcr8) > 0:
 		st.Loader = "systemd-boot"
+		lines := r.pcr12
+		if len(lines) == 0 {
+			lines = r.pcr8
+		}
+		if len(lines) != 1 {
+			r.note("kernel command line unknown: %d command lines measured", len(lines))
+			return
+		}
+		st.KernelCmdline, st.CmdlineMeasured = lines[0], true
+		if len(st.BootApps) > 0 {
+			// The UKI is the last image started, which PCR 4's order fixes.
+			st.Kernel = &File{Path: "(UKI)", Digest: st.BootApps[len(st.BootApps)-1]}
+		}
 	}
-	if st.Loader == "grub" {
-		st.Kernel = st.grubFile("kernel", kernelPath, linuxCmds)
-		st.Initrd = st.grubFile("initrd", initrdPath, initrdCmds)
-	} else if st.Loader == "systemd-boot" && len(st.BootApps) > 0 {
-		st.Kernel = &File{Path: "(UKI)", Digest: st.BootApps[len(st.BootApps)-1]}
+}
+
+// grubKernel reads the kernel, initrd and command line of GRUB's last linux
+// command. The command line is the command's own measured text (its path and
+// arguments, as GRUB's kernel_cmdline repeats them), so no label decides it.
+func (r *stateReader) grubKernel() {
+	var linux, initrd []string
+	for _, s := range r.grub {
+		f := strings.Fields(s)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "linux", "linuxefi", "linux16":
+			linux = append(linux, s)
+		case "initrd", "initrdefi", "initrd16":
+			initrd = append(initrd, s)
+		}
 	}
-	return st, nil
+	if len(linux) == 0 {
+		return
+	}
+	last := linux[len(linux)-1]
+	_, args, _ := strings.Cut(last, " ")
+	r.st.KernelCmdline, r.st.CmdlineMeasured = strings.TrimLeft(args, " "), true
+	r.st.Kernel = r.st.grubFile("kernel", strings.Fields(last)[1], len(linux))
+	if len(initrd) > 0 {
+		r.st.Initrd = r.st.grubFile("initrd", strings.Fields(initrd[len(initrd)-1])[1], len(initrd))
+	}
 }
 
 // readSecureBootVariable records one EV_EFI_VARIABLE_DRIVER_CONFIG.
@@ -314,9 +437,17 @@ func (st *BootState) readSecureBootVariable(e *Event) error {
 	}
 	switch {
 	case v.GUID == efiGlobalVariable && v.Name == "SecureBoot":
+		if slices.Contains(st.Variables, v.Name) {
+			return bad(errors.New("measured twice"))
+		}
+		st.Variables = append(st.Variables, v.Name)
 		st.SecureBoot = len(v.Data) == 1 && v.Data[0] == 1
 	case v.GUID == efiGlobalVariable && (v.Name == "PK" || v.Name == "KEK"),
 		v.GUID == efiImageSecurityDB && (v.Name == "db" || v.Name == "dbx"):
+		if slices.Contains(st.Variables, v.Name) {
+			return bad(errors.New("measured twice"))
+		}
+		st.Variables = append(st.Variables, v.Name)
 		db, err := parseSignatureDB(v.Data)
 		if err != nil {
 			return bad(err)
@@ -352,10 +483,11 @@ func (st *BootState) grubFile(what, path string, commands int) *File {
 	if commands == 0 {
 		return nil
 	}
+	redHat := map[string]string{"kernel": "grub_linuxefi Kernel", "initrd": "grub_linuxefi Initrd"}[what]
 	var found []File
 	for _, f := range st.Files {
-		if f.Path == path || strings.HasSuffix(f.Path, ")"+path) {
-			found = append(found, f)
+		if f.Path == path || strings.HasSuffix(f.Path, ")"+path) || f.Path == redHat {
+			found = append(found, File{Path: path, Digest: f.Digest})
 		}
 	}
 	if commands != 1 || len(found) != 1 {
@@ -399,5 +531,5 @@ func printable(s string) bool {
 
 // PCRList is the PCRs a state proves in its bank, ascending.
 func (s *BootState) PCRList() []int {
-	return slices.Sorted(maps.Keys(s.PCRs[s.Bank]))
+	return s.Replayed[s.Bank]
 }

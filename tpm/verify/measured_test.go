@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/hex"
 	"math/big"
 	"slices"
@@ -179,12 +180,16 @@ func TestEventLogAttacks(t *testing.T) {
 		{"garbage", bytes.Repeat([]byte{0xA5}, 300), "verify: event log: event 0: PCR 2779096485 is out of range"},
 		{"empty", nil, "verify: event log: event 0: truncated at byte 0 (want 28 more, 0 left)"},
 		{"oversized", make([]byte, verify.MaxEventLogSize+1), "verify: event log: 1048577 bytes is over the limit of 1048576"},
-		{"no bank quoted", genuine, "verify: event log: none of the log's banks (sha1, sha256) is in the quote"},
+		{"no bank of the log quoted", genuine, "verify: event log: none of the log's banks (sha1, sha256) is in the quote"},
+		{"SHA-1-only log from a TPM with a SHA-256 bank", func() []byte {
+			l, _ := verify.ParseEventLog(genuine)
+			return sha1Only(l)
+		}(), "verify: event log: the TPM has a sha256 bank, which the log does not carry (it has sha1): SHA-1 alone cannot vouch for a boot"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			q := quote
-			if tc.name == "no bank quoted" {
+			if tc.name == "no bank of the log quoted" {
 				q = verify.PCRValues{tpm2.TPMAlgSHA384: {0: make([]byte, 48)}}
 			}
 			_, _, err := verify.VerifyEventLog(tc.raw, q)
@@ -332,7 +337,9 @@ func TestPolicyValidate(t *testing.T) {
 		{verify.Policy{Name: "bad name!"}, `policy name "bad name!": use letters, digits, '.', '_' and '-' (it becomes the selector tpm:policy:bad name!)`},
 		{verify.Policy{Name: "p", Requirements: verify.Requirements{Kernels: []string{"ABCD"}}}, `policy p: kernels: "ABCD" is not a lowercase hex digest`},
 		{verify.Policy{Name: "p", Requirements: verify.Requirements{PCRs: []verify.PCRValue{{Bank: "md5", Index: 1, Value: "00"}}}}, `policy p: pcrs: unknown bank "md5" in md5:1:00`},
-		{verify.Policy{Name: "p", References: []verify.Reference{{Name: "a"}, {Name: "a"}}}, `policy p: reference names must be set and distinct ("a")`},
+		{verify.Policy{Name: "p", References: []verify.Reference{{Name: "a", Requirements: verify.Requirements{Firmware: []string{"v1"}}}, {Name: "a"}}}, `policy p: reference names must be set and distinct ("a")`},
+		{verify.Policy{Name: "p"}, `policy p requires nothing, so every boot would pass it; there is no accept-all policy`},
+		{verify.Policy{Name: "p", References: []verify.Reference{{Name: "a"}}}, `policy p: reference a requires nothing, so every boot would match it`},
 	}
 	for _, tc := range tests {
 		if err := tc.p.Validate(); err == nil || err.Error() != tc.want {
@@ -375,6 +382,91 @@ func TestGrubKernelLabelsAreNotTrusted(t *testing.T) {
 		}
 		if len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "GRUB ran 2 kernel command(s)") {
 			t.Fatalf("notes %q", st.Notes)
+		}
+	}
+}
+
+// sha1Only writes l as a SHA-1-format log (TCG_PCClientPCREvent), dropping
+// its other banks, as an attacker downgrading the evidence would.
+func sha1Only(l *verify.EventLog) []byte {
+	var b []byte
+	for _, e := range l.Events[1:] {
+		b = binary.LittleEndian.AppendUint32(b, uint32(e.PCR))
+		b = binary.LittleEndian.AppendUint32(b, uint32(e.Type))
+		b = append(b, e.Digest(tpm2.TPMAlgSHA1)...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Data)))
+		b = append(b, e.Data...)
+	}
+	return b
+}
+
+// An event's type and a GRUB string's label are not measured: an attacker
+// may rewrite them under intact digests. None of that may hide a boot
+// application, a Secure Boot variable, a kernel or a command line.
+func TestRelabelledAndRetypedEvents(t *testing.T) {
+	c := goodBoot()
+	c.BootApps = [][]byte{shim, grub, []byte("evil.efi")}
+	c.DB = append(c.DB, evilCert)
+	genuine := simulator.BuildBootLog(c)
+	quote := measuredPCRs(t, genuine)
+	edit := func(f func(l *verify.EventLog)) *verify.BootState {
+		t.Helper()
+		l, _ := verify.ParseEventLog(genuine)
+		f(l)
+		enc, _ := encodeEventLog(genuine, l)
+		_, st, err := verify.VerifyEventLog(enc, quote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	policy := testPolicy()
+	policy.DB = verify.CertRule{Forbidden: []string{fp(evilCert)}}
+
+	// The evil application retyped as a driver is still a boot application.
+	st := edit(func(l *verify.EventLog) { l.Events[find(l, 2, isBootApp)].Type = verify.EvEFIBootServicesDriver })
+	apps := verify.Policy{Name: "apps", Requirements: verify.Requirements{BootApps: []string{dg(shim), dg(grub)}}}
+	if got := apps.Evaluate(st); !slices.Equal(got, []string{"boot application 3 (sha256 " + dg([]byte("evil.efi")) + ") is not allowed"}) {
+		t.Errorf("retyped boot application passed: %q", got)
+	}
+	// db retyped as an action: db is then not measured, and the rule fails.
+	isDB := func(e *verify.Event) bool {
+		return e.Type == verify.EvEFIVariableDriverConfig && bytes.Contains(e.Data, []byte("d\x00b\x00")) && !bytes.Contains(e.Data, []byte("d\x00b\x00x\x00"))
+	}
+	st = edit(func(l *verify.EventLog) { l.Events[find(l, 0, isDB)].Type = verify.EvEFIAction })
+	if got := policy.Evaluate(st); !slices.Contains(got, "db: the variable was not measured") {
+		t.Errorf("hidden db passed: %q", got)
+	}
+	// db retyped as anything that has no place on PCR 7: refused.
+	l, _ := verify.ParseEventLog(genuine)
+	i := find(l, 0, isDB)
+	l.Events[i].Type = verify.EvEFIVariableBoot
+	enc, _ := encodeEventLog(genuine, l)
+	if _, _, err := verify.VerifyEventLog(enc, quote); err == nil || !strings.HasSuffix(err.Error(), "(EV_EFI_VARIABLE_BOOT, PCR 7): an event of this type has no place on PCR 7") {
+		t.Errorf("retyped db variable: %v", err)
+	}
+
+	// GRUB: the second linux command relabelled, or mislabelled beyond
+	// recognition, does not give way to the first.
+	grubCmd := func(b *simulator.EventLogBuilder, label, s string) {
+		b.MeasureDigest(8, verify.EvIPL, []byte(s), []byte(label+s+"\x00"))
+	}
+	build := func(label string) []byte {
+		b := simulator.NewEventLog()
+		grubCmd(b, "grub_cmd: ", "linux /vmlinuz root=/dev/sda1 ro")
+		b.MeasureDigest(9, verify.EvIPL, []byte("good kernel"), []byte("/vmlinuz\x00"))
+		grubCmd(b, label, "linux /vmlinuz init=/bin/sh")
+		grubCmd(b, "kernel_cmdline: ", "/vmlinuz init=/bin/sh")
+		return b.Bytes()
+	}
+	honest := build("grub_cmd: ")
+	for _, label := range []string{"module_cmdline: ", "zzz "} {
+		_, st, err := verify.VerifyEventLog(build(label), measuredPCRs(t, honest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Kernel != nil || (st.CmdlineMeasured && st.KernelCmdline != "/vmlinuz init=/bin/sh") {
+			t.Errorf("label %q: kernel %+v, command line %q", label, st.Kernel, st.KernelCmdline)
 		}
 	}
 }

@@ -75,6 +75,9 @@ func (p *Policy) Validate() error {
 	if err := p.Requirements.validate(); err != nil {
 		return fmt.Errorf("policy %s: %w", p.Name, err)
 	}
+	if p.Requirements.empty() && len(p.References) == 0 {
+		return fmt.Errorf("policy %s requires nothing, so every boot would pass it; there is no accept-all policy", p.Name)
+	}
 	seen := map[string]bool{}
 	for _, r := range p.References {
 		if r.Name == "" || seen[r.Name] {
@@ -83,6 +86,9 @@ func (p *Policy) Validate() error {
 		seen[r.Name] = true
 		if err := r.Requirements.validate(); err != nil {
 			return fmt.Errorf("policy %s: reference %s: %w", p.Name, r.Name, err)
+		}
+		if r.Requirements.empty() {
+			return fmt.Errorf("policy %s: reference %s requires nothing, so every boot would match it", p.Name, r.Name)
 		}
 	}
 	return nil
@@ -163,6 +169,9 @@ func (r *Requirements) pcrs() []int {
 	return out
 }
 
+// empty reports whether r checks nothing.
+func (r *Requirements) empty() bool { return len(r.pcrs()) == 0 }
+
 func (c CertRule) set() bool { return len(c.Allowed) > 0 || len(c.Forbidden) > 0 }
 
 // Evaluate checks s against the policy and returns why it fails, one reason
@@ -195,7 +204,14 @@ func (r *Requirements) check(s *BootState) []string {
 		add("%s: PCR %d (%s) is not in the quote", what, pcr, s.Bank)
 		return false
 	}
-	if r.SecureBoot != nil && need(pcrSecureBoot, "secure_boot") && s.SecureBoot != *r.SecureBoot {
+	measured := func(name string) bool {
+		if slices.Contains(s.Variables, name) {
+			return true
+		}
+		add("%s: the variable was not measured", name)
+		return false
+	}
+	if r.SecureBoot != nil && need(pcrSecureBoot, "secure_boot") && measured("SecureBoot") && s.SecureBoot != *r.SecureBoot {
 		add("Secure Boot is %s, the policy requires %s", onOff(s.SecureBoot), onOff(*r.SecureBoot))
 	}
 	for _, db := range []struct {
@@ -203,7 +219,7 @@ func (r *Requirements) check(s *BootState) []string {
 		rule  CertRule
 		certs []Cert
 	}{{"PK", r.PK, s.PK}, {"KEK", r.KEK, s.KEK}, {"db", r.DB, s.DB}} {
-		if !db.rule.set() || !need(pcrSecureBoot, strings.ToLower(db.name)) {
+		if !db.rule.set() || !need(pcrSecureBoot, strings.ToLower(db.name)) || !measured(db.name) {
 			continue
 		}
 		if len(db.rule.Allowed) > 0 && len(db.certs) == 0 {
@@ -218,7 +234,7 @@ func (r *Requirements) check(s *BootState) []string {
 			}
 		}
 	}
-	if len(r.DBXContains) > 0 && need(pcrSecureBoot, "dbx_contains") {
+	if len(r.DBXContains) > 0 && need(pcrSecureBoot, "dbx_contains") && measured("dbx") {
 		var missing []string
 		for _, h := range r.DBXContains {
 			if !slices.Contains(s.DBX, h) {

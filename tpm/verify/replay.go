@@ -11,6 +11,10 @@ import (
 	"github.com/google/go-tpm/tpm2"
 )
 
+// lastLoggedPCR is the last PCR firmware and bootloaders log every
+// measurement of (PCR 0-7 firmware, 8-9 GRUB).
+const lastLoggedPCR = 9
+
 // Replayed records which PCRs of which banks a log was proven against: the
 // events on them are exactly what the TPM measured. Events on any other PCR
 // or bank are unproven and no decision may read them.
@@ -70,16 +74,21 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 	return vals, seqs
 }
 
-// Replay checks the log against PCR values a verified quote holds. Every
-// quoted PCR in every bank the log carries must equal the log's events
-// extended in order from the PCR's reset value (PCR 0 starting at the
-// log's StartupLocality, PCRs 17-22 at all ones); a quoted PCR with no events must be at its reset
-// value. Every quoted bank must replay: a log that replays in one bank but
-// not in another is refused. A bank the log carries but the quote does not
+// Replay checks the log against PCR values a verified quote holds.
+//
+// Every quoted PCR with events in the log must equal them extended in order
+// from the PCR's reset value (PCR 0 starting at the log's StartupLocality,
+// PCRs 17-22 at all ones), in every quoted bank the log carries: a log that
+// replays in one bank but not in another is refused. A log without SHA-256
+// digests from a TPM with a SHA-256 bank is refused too: SHA-1 alone does not
+// resist collisions, so such a log could describe another boot. (A quoted
+// bank other than SHA-256 that the log lacks is not replayed.) A quoted PCR the log
+// has no events for must be at its reset value if it is one of 0-9, which
+// firmware and bootloader log in full; PCRs 10 and up may be extended later
+// by the running system (IMA, systemd), so they are then not replayed, and
+// no fact is read from them. A bank the log carries but the quote does not
 // cover (firmware logs banks the TPM has not allocated, GCE's SHA-384 for
-// one) is not replayed, and no fact is read from it; nor is a bank the
-// quote covers that this package cannot hash (only sha1, sha256, sha384 and
-// sha512 replay; SM3 does not).
+// one) is not replayed either; nor is one this package cannot hash.
 //
 // When a PCR does not replay, the error names the first event where the
 // log and the TPM part: events added after what the TPM measured are found
@@ -89,6 +98,9 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 func (l *EventLog) Replay(quoted PCRValues) (Replayed, error) {
 	const check = "event log"
 	out := Replayed{}
+	if _, ok := quoted[tpm2.TPMAlgSHA256]; ok && !slices.Contains(l.Banks, tpm2.TPMAlgSHA256) {
+		return nil, fail(check, "the TPM has a sha256 bank, which the log does not carry (it has %s): SHA-1 alone cannot vouch for a boot", bankList(l.Banks))
+	}
 	var banks, unknown []tpm2.TPMAlgID
 	for _, alg := range l.Banks {
 		if _, ok := quoted[alg]; !ok {
@@ -117,6 +129,9 @@ func (l *EventLog) Replay(quoted PCRValues) (Replayed, error) {
 		out[alg] = map[int]bool{}
 		for _, p := range pcrs {
 			vals, seqs := l.fold(alg, p)
+			if len(seqs) == 0 && p > lastLoggedPCR {
+				continue // not the firmware's: see above
+			}
 			got := vals[len(vals)-1]
 			if subtle.ConstantTimeCompare(got, quoted[alg][p]) == 1 {
 				out[alg][p] = true
@@ -199,7 +214,7 @@ func digestMatchesAny(e *Event, m []byte) bool {
 
 // bindData checks that every digest e carries is the hash of m: the event's
 // content is what was measured, not just its digest.
-func bindData(e *Event, m []byte, what string) error {
+func bindData(e *Event, m []byte, what string) *Error {
 	for _, d := range e.Digests {
 		if !digestMatches(e, d.Alg, m) {
 			return fail("event log", "event %d (%s, PCR %d, %s): its data does not match its %s digest",
