@@ -90,6 +90,10 @@ type Result struct {
 	// again: the server caps the agent SVID's lifetime at twice this, so the
 	// agent, renewing at half life, attests again at least this often.
 	ReattestInterval time.Duration
+	// MustReattest says the evidence must be proved again at every renewal
+	// (a measured boot): the server refuses a result that also says the
+	// node cannot attest again, which would renew without proof.
+	MustReattest bool
 }
 
 // Disqualification is a rejection of a node that proved who it is but whose

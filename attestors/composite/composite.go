@@ -115,19 +115,22 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 			return r.Data, nil
 		})
 		if err != nil {
-			err = fmt.Errorf("composite part %s: %w", pt.Type, err)
 			var d *attestors.Disqualification
-			if out != nil && errors.As(err, &d) {
-				// The node's identity is the primary part's.
-				return nil, &attestors.Disqualification{ID: out.AgentID, Err: err}
+			if i > 0 && errors.As(err, &d) {
+				// Only the primary part proved the identity a disqualification
+				// would end; a secondary part's evidence proves nothing about
+				// that identity (its hardware could be anyone's), so its
+				// failure refuses this attestation and evicts nobody.
+				err = d.Err
 			}
-			return nil, err
+			return nil, fmt.Errorf("composite part %s: %w", pt.Type, err)
 		}
 		if out == nil {
 			out = &attestors.Result{AgentID: res.AgentID, CanReattest: true, Evidence: map[string]string{"primary": pt.Type}}
 		}
 		out.Selectors = append(out.Selectors, res.Selectors...)
 		out.CanReattest = out.CanReattest && res.CanReattest
+		out.MustReattest = out.MustReattest || res.MustReattest
 		if iv := res.ReattestInterval; iv > 0 && (out.ReattestInterval == 0 || iv < out.ReattestInterval) {
 			out.ReattestInterval = iv
 		}
@@ -140,6 +143,9 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 			}
 			out.BoundKey = res.BoundKey
 		}
+	}
+	if out.MustReattest && !out.CanReattest {
+		return nil, attestors.Rejectf("a composite part's evidence must be proved again at every renewal (measured boot), but not every part can attest again; allow re-attestation for every part (aws_iid: allow_reattestation = true)")
 	}
 	out.Selectors = attestors.SortSelectors(out.Selectors)
 	return out, nil

@@ -19,9 +19,11 @@ import (
 // fake is both halves of a one-round attestor: the server challenges with
 // its name, the agent answers with "<name>-ok".
 type fake struct {
-	name     string
-	reattest bool
-	bound    crypto.PublicKey
+	name         string
+	reattest     bool
+	bound        crypto.PublicKey
+	mustReattest bool
+	disqualify   bool // refuse as a disqualification of its own agent ID
 }
 
 func (f fake) Name() string { return f.name }
@@ -44,7 +46,11 @@ func (f fake) Attest(ctx context.Context, p []byte, ask attestors.Challenge) (*a
 		return nil, attestors.Rejectf("%s: wrong answer %q", f.name, r)
 	}
 	id := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/spire/agent/"+f.name+"/x")
-	return &attestors.Result{AgentID: id, Selectors: []attestors.Selector{{Type: f.name, Value: "v"}}, CanReattest: f.reattest, BoundKey: f.bound, Evidence: map[string]string{"k": f.name}}, nil
+	if f.disqualify {
+		return nil, &attestors.Disqualification{ID: id, Err: attestors.Rejectf("%s: boot outside policy", f.name)}
+	}
+	return &attestors.Result{AgentID: id, Selectors: []attestors.Selector{{Type: f.name, Value: "v"}}, CanReattest: f.reattest,
+		MustReattest: f.mustReattest, BoundKey: f.bound, Evidence: map[string]string{"k": f.name}}, nil
 }
 
 func run(t *testing.T, s *composite.Server, a *composite.Agent, edit func([]byte) []byte) (*attestors.Result, error) {
@@ -120,5 +126,43 @@ func TestCompositeRejects(t *testing.T) {
 	}
 	if _, err := composite.NewAgent([]attestors.AgentAttestor{fake{name: "tpm"}}); err == nil {
 		t.Fatal("a composite agent with one part was accepted")
+	}
+}
+
+// A secondary part proves nothing about the primary's identity: its
+// disqualification refuses the attestation but evicts nobody. The primary's
+// is passed on.
+func TestCompositeDisqualification(t *testing.T) {
+	for _, tc := range []struct {
+		parts []fake
+		want  string // the disqualified agent's path, "" for none
+	}{
+		{[]fake{{name: "aws_iid", reattest: true}, {name: "tpm", reattest: true, disqualify: true}}, ""},
+		{[]fake{{name: "tpm", reattest: true, disqualify: true}, {name: "aws_iid", reattest: true}}, "/spire/agent/tpm/x"},
+	} {
+		s := composite.NewServer([]attestors.NodeAttestor{tc.parts[0], tc.parts[1]})
+		a, _ := composite.NewAgent([]attestors.AgentAttestor{tc.parts[0], tc.parts[1]})
+		_, err := run(t, s, a, nil)
+		var dq *attestors.Disqualification
+		if !errors.Is(err, attestors.ErrRejected) || errors.As(err, &dq) != (tc.want != "") || (dq != nil && dq.ID.Path() != tc.want) {
+			t.Errorf("primary %s: err %v, disqualification %v", tc.parts[0].name, err, dq)
+		}
+	}
+}
+
+// Evidence that must be proved at every renewal cannot ride with a part
+// that cannot attest again.
+func TestCompositeMustReattest(t *testing.T) {
+	cloud, tpm := fake{name: "aws_iid"}, fake{name: "tpm", reattest: true, mustReattest: true}
+	s := composite.NewServer([]attestors.NodeAttestor{cloud, tpm})
+	a, _ := composite.NewAgent([]attestors.AgentAttestor{cloud, tpm})
+	_, err := run(t, s, a, nil)
+	if !errors.Is(err, attestors.ErrRejected) || !strings.Contains(err.Error(), "allow re-attestation for every part (aws_iid: allow_reattestation = true)") {
+		t.Fatalf("got %v", err)
+	}
+	cloud.reattest = true
+	s = composite.NewServer([]attestors.NodeAttestor{cloud, tpm})
+	if res, err := run(t, s, a, nil); err != nil || !res.MustReattest || !res.CanReattest {
+		t.Fatalf("got %+v, %v", res, err)
 	}
 }

@@ -17,10 +17,22 @@ import (
 const EvidenceBootState = "boot_state_json"
 
 // check replays the event log against the verified PCR values, evaluates
-// every policy and returns the boot selectors. It fails when the log does
-// not replay or, unless in audit mode, when the required policy fails; it
-// records the boot state and every decision in evidence either way.
+// every policy and returns the boot selectors. It fails when there is no
+// log, when the log does not replay or when the required policy fails; in
+// audit mode it records that failure in evidence instead. The boot state
+// and the policies passed are recorded in evidence either way.
 func (m *MeasuredBoot) check(rawLog []byte, pcrs verify.PCRValues, evidence map[string]string) ([]attestors.Selector, error) {
+	sels, err := m.evaluate(rawLog, pcrs, evidence)
+	if err != nil && m.Audit {
+		// Audit mode: what enforcement would refuse is recorded; the node
+		// keeps the selectors of what was proven (none if the log failed).
+		evidence["measured_boot_audit_failure"] = err.Error()
+		return sels, nil
+	}
+	return sels, err
+}
+
+func (m *MeasuredBoot) evaluate(rawLog []byte, pcrs verify.PCRValues, evidence map[string]string) ([]attestors.Selector, error) {
 	if len(rawLog) == 0 {
 		return nil, errors.New("measured boot: the agent sent no event log (set event_log_path in the agent's NodeAttestor \"tpm\", and check that securityfs is mounted)")
 	}
@@ -46,11 +58,7 @@ func (m *MeasuredBoot) check(rawLog []byte, pcrs verify.PCRValues, evidence map[
 	}
 	evidence["boot_policies_passed"] = strings.Join(passed, ",")
 	if failure != nil {
-		why := fmt.Sprintf("boot policy %s: %s", m.Required, strings.Join(failure, "; "))
-		if !m.Audit {
-			return nil, errors.New("measured boot: " + why)
-		}
-		evidence["boot_policy_audit_failure"] = why
+		return sels, fmt.Errorf("measured boot: boot policy %s: %s", m.Required, strings.Join(failure, "; "))
 	}
 	return sels, nil
 }

@@ -110,6 +110,9 @@ func TestMeasuredBootRefusals(t *testing.T) {
 		{name: "required policy fails", required: "debug",
 			want: `measured boot: boot policy debug: kernel command line "/vmlinuz ro quiet" is not allowed`},
 		{name: "audit mode records and accepts", required: "debug", audit: true},
+		{name: "audit mode records a log that does not replay", required: "strict", audit: true, edit: func(_ *tpmattestor.Challenge, r *tpmattestor.Response) {
+			r.EventLog = simulator.BuildBootLog(simulator.BootConfig{Firmware: "other", Loader: "grub", Kernel: []byte("k")})
+		}},
 		{name: "no event log", required: "strict", edit: func(_ *tpmattestor.Challenge, r *tpmattestor.Response) { r.EventLog = nil },
 			want: `measured boot: the agent sent no event log (set event_log_path in the agent's NodeAttestor "tpm", and check that securityfs is mounted)`},
 		{name: "log of another boot", required: "strict", edit: func(_ *tpmattestor.Challenge, r *tpmattestor.Response) {
@@ -126,8 +129,12 @@ func TestMeasuredBootRefusals(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tc.audit && !strings.Contains(res.Evidence["boot_policy_audit_failure"], "boot policy debug: kernel command line") {
+				if f := res.Evidence["measured_boot_audit_failure"]; !strings.Contains(f, "boot policy debug: kernel command line") && !strings.Contains(f, "PCR 0 does not replay") {
 					t.Fatalf("audit evidence %v", res.Evidence)
+				}
+				sels := selectorSet(res)
+				if sels["tpm:policy:debug"] || sels["tpm:policy:strict"] != (tc.edit == nil) || sels["tpm:secureboot:true"] != (tc.edit == nil) {
+					t.Fatalf("audit-mode selectors %v: only what was proven and passed", sels)
 				}
 				return
 			}

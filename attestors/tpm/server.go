@@ -263,6 +263,7 @@ func (s *Server) Attest(ctx context.Context, b []byte, ask attestors.Challenge) 
 		BoundKey:    key.Key,
 
 		ReattestInterval: interval,
+		MustReattest:     s.c.MeasuredBoot != nil,
 	}, nil
 }
 

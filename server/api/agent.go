@@ -108,6 +108,9 @@ func (s *agentServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	if agentID.TrustDomain() != h.TrustDomain || !strings.HasPrefix(agentID.Path(), "/spire/agent/") {
 		return status.Errorf(codes.Internal, "attestor %q produced agent ID %q outside %s/spire/agent/", typ, agentID, h.TrustDomain.IDString())
 	}
+	if res.MustReattest && !res.CanReattest {
+		return status.Errorf(codes.Internal, "attestor %q needs its evidence proved at every renewal but says the node cannot attest again", typ)
+	}
 	if res.BoundKey != nil {
 		if k, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(res.BoundKey) {
 			reason := "the CSR is for a different key than the one the attestor proved"
