@@ -22,8 +22,8 @@ import (
 // Every bank the log carries that the TPM has active is extended (real logs
 // carry banks a TPM may not allocate, GCE's SHA-384 for one); at least one
 // must be. Banks the TPM has active but the log does not carry are left
-// alone, so those PCRs will not match the log. The PCRs must start at their reset values: extend a log into
-// a freshly started TPM, once.
+// alone, so those PCRs will not match the log. The PCRs must start at their
+// reset values: extend a log into a freshly started TPM, once.
 //
 // If the log has a StartupLocality event with locality L other than 0, PCR 0
 // must start at 00…0L, that is the TPM must have been started at locality L,
@@ -86,9 +86,5 @@ func bankNames(banks []tpm2.TPMAlgID) string {
 	if len(banks) == 0 {
 		return "none"
 	}
-	names := make([]string, len(banks))
-	for i, b := range banks {
-		names[i] = verify.BankName(b)
-	}
-	return strings.Join(names, ", ")
+	return strings.Join(verify.BankNames(banks), ", ")
 }

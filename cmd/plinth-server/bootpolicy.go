@@ -48,7 +48,7 @@ func tpmEventlogShow(_ context.Context, args []string) error {
 	if *output == "json" {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"events": len(log.Events), "crypto_agile": log.CryptoAgile, "boot_state": st})
 	}
-	bank := banksOf(log)
+	bank := verify.BankNames(log.Banks)
 	format := "SHA-1 (TCG 1.2)"
 	if log.CryptoAgile {
 		format = "crypto-agile"
@@ -74,14 +74,6 @@ func tpmEventlogShow(_ context.Context, args []string) error {
 	fmt.Println("\nBoot state the log claims (unverified here):")
 	printBootState(st)
 	return nil
-}
-
-func banksOf(l *verify.EventLog) []string {
-	var out []string
-	for _, b := range l.Banks {
-		out = append(out, verify.BankName(b))
-	}
-	return out
 }
 
 func sortedKeys(m map[int][]byte) []int {

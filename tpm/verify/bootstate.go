@@ -118,6 +118,15 @@ func BankName(alg tpm2.TPMAlgID) string {
 	return fmt.Sprintf("alg%d", uint16(alg))
 }
 
+// BankNames is BankName of each of banks.
+func BankNames(banks []tpm2.TPMAlgID) []string {
+	out := make([]string, len(banks))
+	for i, b := range banks {
+		out[i] = BankName(b)
+	}
+	return out
+}
+
 // ParseBank is the inverse of BankName.
 func ParseBank(s string) (tpm2.TPMAlgID, bool) {
 	for _, a := range []tpm2.TPMAlgID{tpm2.TPMAlgSHA1, tpm2.TPMAlgSHA256, tpm2.TPMAlgSHA384, tpm2.TPMAlgSHA512} {

@@ -232,13 +232,7 @@ func short(b []byte) string {
 	return s
 }
 
-func bankList(banks []tpm2.TPMAlgID) string {
-	var s []string
-	for _, b := range banks {
-		s = append(s, BankName(b))
-	}
-	return strings.Join(s, ", ")
-}
+func bankList(banks []tpm2.TPMAlgID) string { return strings.Join(BankNames(banks), ", ") }
 
 // PCRValues are the values the log's events extend to, for every PCR with
 // events in every bank this package can replay. They are the log's claim,
