@@ -233,7 +233,7 @@ func (d *demo) run(ctx context.Context) error {
 	note("checks passed: EK certificate chains to the manufacturer CA; the AK activated the")
 	note("server's credential (so it lives in the same TPM); the quote signed the server's nonce")
 	note("over PCRs 0-9 and 12; the AK certified the agent's TLS key, which never leaves the TPM;")
-	note("the event log replayed to the quoted PCRs in both banks and the boot passed policy %s", demoPolicy)
+	note("the event log replayed to the quoted PCRs (SHA-1 and SHA-256) and the boot passed policy %s", demoPolicy)
 	pcrs := 0
 	for _, s := range agent.Selectors {
 		if strings.HasPrefix(s.Value, "pcr:") {

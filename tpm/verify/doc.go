@@ -96,29 +96,34 @@
 //
 // ParseEventLog reads crypto-agile (TCG_PCR_EVENT2) and SHA-1 logs, within
 // MaxEventLogSize, MaxEvents and MaxEventData. EventLog.Replay extends every
-// event of every quoted bank from the PCR's reset value (PCR 0 from the
-// log's StartupLocality, PCRs 17-22 from all ones) and requires each quoted
-// PCR to come out exactly as quoted, in every bank: a log with an event
+// event from the PCR's reset value (PCR 0 from the log's StartupLocality,
+// PCRs 17-22 from all ones) and requires each quoted PCR the log has events
+// for to come out exactly as quoted, in every quoted bank the log carries;
+// PCRs 0-9 with no events must be at their reset value. A log with an event
 // changed, removed, duplicated or reordered, a log spliced from another
 // machine, or a log whose banks disagree, does not replay; the error names
 // the PCR and, where the log shows it, the first event where it parts from
-// the TPM. A bank the log carries but the quote does not (firmware logs
-// banks the TPM has not allocated) is skipped, and nothing is read from it.
+// the TPM. A log without SHA-256 digests from a TPM with a SHA-256 bank is
+// refused (SHA-1 alone does not resist collisions).
 //
-// EventLog.BootState reads only events on PCRs that replayed, and for every
-// event a fact comes from it checks that the event's data hashes to its
-// digest in every bank (go-attestation replays digests only: data can be
-// rewritten under an intact digest). What it reads: Secure Boot and the PK,
-// KEK, db and dbx databases (PCR 7 variables, certificates named by the
-// SHA-256 of their DER, read even when Go's x509 refuses them), the
-// authorities that verified boot applications, the boot applications'
-// digests (PCR 4), GRUB's commands, files, kernel, initrd and command line
-// (PCRs 8 and 9; upstream and Red Hat formats), systemd-boot's command line
-// (PCR 12, or PCR 8 before v250) and UKI, and the firmware version (PCR 0).
-// Two informational facts that some firmware logs with data that does not
-// match its digest, the firmware version and boot authorities, are left out
-// with a note rather than failing the log: no requirement is met by their
-// absence.
+// EventLog.BootState reads only events on PCRs that replayed. The TPM
+// measured digests: an event's type and its data are the log's word unless
+// the data hashes to the digest. So facts come from data checked against
+// its digest in every bank (go-attestation replays digests only), from
+// replayed digests, or from the order of events on one PCR, never from a
+// type or a label alone: every PCR 4 event but a bound action or separator
+// counts as a boot application, a PCR 7 event of a type with no place there
+// refuses the log, GRUB's strings are classified by their measured text.
+// What it reads: Secure Boot and the PK, KEK, db and dbx databases (PCR 7
+// variables, certificates named by the SHA-256 of their DER, read even when
+// Go's x509 refuses them), the authorities that verified boot applications,
+// the boot applications' digests (PCR 4), GRUB's commands, files, kernel,
+// initrd and command line (PCRs 8 and 9; upstream and Red Hat formats),
+// systemd-boot's command line (PCR 12, or PCR 8 before v250) and UKI, and the
+// firmware version (PCR 0). What cannot be read soundly (an informational
+// event whose data does not match its digest, a kernel whose file GRUB's log
+// does not name unambiguously) is left out with a note: no requirement is
+// met by an absent fact.
 //
 // A Policy is named requirements plus reference sets (one must match, so a
 // fleet can roll firmware or kernels). It passes only on proven facts: a
