@@ -122,3 +122,22 @@ policy "no-quiet" {
 		t.Fatalf("agent show does not explain the disqualification:\n%s", stdout)
 	}
 }
+
+// Measured boot without a policy is refused at start: there is no
+// accept-all default.
+func TestMeasuredBootNeedsAPolicy(t *testing.T) {
+	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
+        plugin_data {
+            enrollment = "enrolled"
+            measured_boot {}
+        }
+    }
+`)
+	p := s.Start(t)
+	if code := p.WaitExit(t, 10*time.Second); code == 0 {
+		t.Fatal("the server started with measured boot and no policy")
+	}
+	if out := p.Output(); !strings.Contains(out, "measured boot needs a policy: set policy_file and policy (the name of the policy every node must pass); there is no accept-all default") {
+		t.Fatalf("the server does not say why it refused to start:\n%s", out)
+	}
+}
