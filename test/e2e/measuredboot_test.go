@@ -141,3 +141,77 @@ func TestMeasuredBootNeedsAPolicy(t *testing.T) {
 		t.Fatalf("the server does not say why it refused to start:\n%s", out)
 	}
 }
+
+// Real machines' boots reproduced in swtpm: a GCE Ubuntu VM's firmware log
+// (three banks, swtpm has two) and a Lenovo workstation's (StartupLocality
+// 3) attest through the real binaries against a policy learned from them.
+func TestMeasuredBootRealLogs(t *testing.T) {
+	for _, tc := range []struct {
+		log      string
+		locality int
+		policy   string
+		shown    string
+	}{
+		{"ubuntu-2104-no-secure-boot", 0, `policy "gce" {
+  secure_boot = false
+  reference "ubuntu-21.04" {
+    firmware = ["GCE Virtual Firmware v1"]
+    kernel_cmdlines = ["/boot/vmlinuz-5.11.0-1006-gcp root=PARTUUID=6443a6ae-e5e9-4df7-9a06-d1329e50f33c ro console=ttyS0 panic=-1"]
+  }
+}`, "tpm:firmware:GCE Virtual Firmware v1"},
+		{"glinux-alex", 3, `policy "gce" {
+  pk_allowed = ["047b74f2835f0c720c0011288dc1aee919036961096391b85b5b41781cc06657"]
+}`, "tpm:secureboot:false"},
+	} {
+		t.Run(tc.log, func(t *testing.T) {
+			n := startSWTPMAt(t, tc.locality)
+			raw, err := os.ReadFile("../../tpm/verify/testdata/eventlogs/" + tc.log + ".bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, err := n.tpm.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := simulator.ExtendEventLog(t.Context(), dev, raw); err != nil {
+				t.Fatal(err)
+			}
+			dev.Close()
+			dir := t.TempDir()
+			logPath, policy := filepath.Join(dir, "binary_bios_measurements"), filepath.Join(dir, "boot.hcl")
+			os.WriteFile(logPath, raw, 0o644)
+			os.WriteFile(policy, []byte(tc.policy), 0o644)
+			s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
+        plugin_data {
+            ek_ca_path = "`+n.caPEM+`"
+            measured_boot {
+                policy_file = "`+policy+`"
+                policy = "gce"
+            }
+        }
+    }
+`)
+			s.StartReady(t)
+			s.MustCLI(t, "entry create", "-node", "-spiffeID", harness.NodeID, "-selector", "tpm:policy:gce")
+			s.CreateEntry(t, testID, selfSelectors(t)...)
+			a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "tpm" {
+        plugin_data {
+            swtpm_socket = "`+n.tpm.Socket+`"
+            event_log_path = "`+logPath+`"
+        }
+    }
+    KeyManager "tpm" {
+        plugin_data {
+            directory = "%[1]s/data"
+        }
+    }
+`)
+			a.StartReady(t, "")
+			a.WaitSVIDs(t, testID)
+			shown := s.MustCLI(t, "agent show", "-spiffeID", "spiffe://example.org/spire/agent/tpm/"+n.ekHash)
+			if !strings.Contains(shown, tc.shown) || !strings.Contains(shown, "tpm:policy:gce") {
+				t.Fatalf("agent show lacks %s:\n%s", tc.shown, shown)
+			}
+		})
+	}
+}

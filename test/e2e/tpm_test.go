@@ -20,7 +20,11 @@ type swtpmNode struct {
 	ekHash string
 }
 
-func startSWTPM(t *testing.T) *swtpmNode {
+func startSWTPM(t *testing.T) *swtpmNode { return startSWTPMAt(t, 0) }
+
+// startSWTPMAt starts the swtpm at a startup locality (0, or 3 as H-CRTM
+// firmware does).
+func startSWTPMAt(t *testing.T, locality int) *swtpmNode {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "swtpm")
 	if err != nil {
@@ -34,7 +38,7 @@ func startSWTPM(t *testing.T) *swtpmNode {
 	if err := os.Mkdir(filepath.Join(dir, "r"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sw, err := simulator.StartSWTPM(t.Context(), st, filepath.Join(dir, "r"))
+	sw, err := simulator.StartSWTPMAt(t.Context(), st, filepath.Join(dir, "r"), locality)
 	if err != nil {
 		t.Fatal(err)
 	}
