@@ -233,7 +233,6 @@ type stateReader struct {
 	grub        []string // bound GRUB strings, in order
 	grubUnbound []string // notes on PCR 8 events that are not
 	pcr8, pcr12 []string // bound systemd command lines (PCR 8 before v250, PCR 12)
-	linuxPath   string
 }
 
 // bound reports whether m is what e measured in every bank it carries, and
@@ -338,8 +337,12 @@ var grubPrefixes = []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: "
 // or a systemd-boot command line; anything else makes GRUB's facts unknown.
 func (r *stateReader) grubString(e *Event) {
 	if isUTF16(e.Data) {
-		r.systemdCmdline(e, &r.pcr8)
-		return
+		if _, ok := bound(e, e.Data, "kernel command line"); ok {
+			r.pcr8 = append(r.pcr8, utf16String(e.Data))
+			return
+		}
+		// Not noted as systemd's: rewritten data could hide a GRUB command
+		// this way, so it counts against GRUB's facts below.
 	}
 	s := cString(e.Data)
 	for _, p := range grubPrefixes {
@@ -379,15 +382,16 @@ func (r *stateReader) finish() {
 	case len(fw) > 1:
 		r.note("firmware version unknown: %d versions measured", len(fw))
 	}
+	if len(r.grubUnbound) > 0 {
+		r.note("PCR 8 holds %s, whose data does not match its digest: the kernel and command line the bootloader measured there are unknown", strings.Join(r.grubUnbound, ", "))
+	}
 	switch {
 	case len(r.grub) > 0:
 		st.Loader = "grub"
 		st.GrubCommands = r.grub
-		if len(r.grubUnbound) > 0 {
-			r.note("kernel and command line unknown: PCR 8 holds %s, which GRUB did not measure as logged", strings.Join(r.grubUnbound, ", "))
-			return
+		if len(r.grubUnbound) == 0 {
+			r.grubKernel()
 		}
-		r.grubKernel()
 	case len(r.pcr12) > 0 || len(r.pcr8) > 0:
 		st.Loader = "systemd-boot"
 		lines := r.pcr12

@@ -460,13 +460,19 @@ func TestRelabelledAndRetypedEvents(t *testing.T) {
 		return b.Bytes()
 	}
 	honest := build("grub_cmd: ")
-	for _, label := range []string{"module_cmdline: ", "zzz "} {
-		_, st, err := verify.VerifyEventLog(build(label), measuredPCRs(t, honest))
+	utf16 := func() []byte { // the evil command's data rewritten as a systemd-style UTF-16 string
+		l, _ := verify.ParseEventLog(honest)
+		l.Events[3].Data = []byte("r\x00o\x00 \x00q\x00u\x00i\x00e\x00t\x00\x00\x00")
+		enc, _ := encodeEventLog(honest, l)
+		return enc
+	}()
+	for _, raw := range [][]byte{build("module_cmdline: "), build("zzz "), utf16} {
+		_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, honest))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st.Kernel != nil || (st.CmdlineMeasured && st.KernelCmdline != "/vmlinuz init=/bin/sh") {
-			t.Errorf("label %q: kernel %+v, command line %q", label, st.Kernel, st.KernelCmdline)
+			t.Errorf("kernel %+v, command line %q", st.Kernel, st.KernelCmdline)
 		}
 	}
 }
