@@ -34,7 +34,7 @@ import (
 func BenchmarkMeasuredBoot(b *testing.B) {
 	boot := measuredBoot()
 	raw := serverBootLog(b, boot, 150)
-	policy := measuredBootPolicy(b, boot)
+	policy := measuredBootPolicy(b, boot, raw)
 	l, err := verify.ParseEventLog(raw)
 	if err != nil {
 		b.Fatal(err)
@@ -199,11 +199,23 @@ func measuredBoot() simulator.BootConfig {
 	return c
 }
 
-// measuredBootPolicy is a production policy for boot: Secure Boot on, the
+// measuredBootPolicy is a production policy for raw's boot: Secure Boot on, the
 // vendor's certificates, revocations in place; and two reference sets, the
 // current one last, so that evaluation goes through both.
-func measuredBootPolicy(b *testing.B, boot simulator.BootConfig) verify.Policy {
+func measuredBootPolicy(b *testing.B, boot simulator.BootConfig, raw []byte) verify.Policy {
 	on := true
+	l, err := verify.ParseEventLog(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, st, err := verify.VerifyEventLog(raw, l.PCRValues())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var files []string // every file GRUB read: kernel, initrd, modules
+	for _, f := range st.Files {
+		files = append(files, f.Digest)
+	}
 	fp := func(der []byte) string { s := sha256.Sum256(der); return hex.EncodeToString(s[:]) }
 	var dbx []string
 	for _, h := range boot.DBX[len(boot.DBX)-5:] {
@@ -217,15 +229,15 @@ func measuredBootPolicy(b *testing.B, boot simulator.BootConfig) verify.Policy {
 		DBXContains: dbx,
 	}, References: []verify.Reference{
 		{Name: "kernel-6.5", Requirements: verify.Requirements{
-			BootApps: []string{fp([]byte("shim 15.7")), fp([]byte("grub 2.06"))},
-			Kernels:  []string{fp([]byte("vmlinuz 6.5.0"))},
-			Cmdlines: []string{"/boot/vmlinuz-6.5.0 root=UUID=0f1e2d3c ro quiet splash"},
+			BootApps:  []string{fp([]byte("shim 15.7")), fp([]byte("grub 2.06"))},
+			BootFiles: []string{fp([]byte("vmlinuz 6.5.0"))},
+			Cmdlines:  []string{"/boot/vmlinuz-6.5.0 root=UUID=0f1e2d3c ro quiet splash"},
 		}},
 		{Name: "kernel-6.8", Requirements: verify.Requirements{
-			Firmware: []string{boot.Firmware},
-			BootApps: []string{fp(boot.BootApps[0]), fp(boot.BootApps[1])},
-			Kernels:  []string{fp(boot.Kernel)},
-			Cmdlines: []string{boot.KernelPath + " " + boot.Cmdline},
+			Firmware:  []string{boot.Firmware},
+			BootApps:  []string{fp(boot.BootApps[0]), fp(boot.BootApps[1])},
+			BootFiles: files,
+			Cmdlines:  []string{boot.KernelPath + " " + boot.Cmdline},
 		}},
 	}}
 	if err := p.Validate(); err != nil {

@@ -20,7 +20,7 @@ import (
 //	  db_forbidden = ["<sha256 of a certificate>"]
 //	  dbx_contains = ["<sha256>"]
 //	  reference "kernel-6.1" {
-//	    kernels         = ["<digest>"]
+//	    boot_files      = ["<digest of the kernel>", "<of the initrd>", "<of grub.cfg>"]
 //	    kernel_cmdlines = ["/vmlinuz-6.1 root=/dev/sda1 ro"]
 //	  }
 //	}
@@ -127,7 +127,7 @@ func requirements(b *block) verify.Requirements {
 		DBXContains: list("dbx_contains"),
 		Firmware:    list("firmware"),
 		BootApps:    list("boot_apps"),
-		Kernels:     list("kernels"),
+		BootFiles:   list("boot_files"),
 		Cmdlines:    list("kernel_cmdlines"),
 	}
 	if b.has("secure_boot") {
@@ -191,7 +191,7 @@ func formatRequirements(b *strings.Builder, indent string, r verify.Requirements
 	list("dbx_contains", r.DBXContains)
 	list("firmware", r.Firmware)
 	list("boot_apps", r.BootApps)
-	list("kernels", r.Kernels)
+	list("boot_files", r.BootFiles)
 	list("kernel_cmdlines", r.Cmdlines)
 	var pcrs []string
 	for _, v := range r.PCRs {

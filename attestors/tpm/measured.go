@@ -64,14 +64,15 @@ func (m *MeasuredBoot) evaluate(rawLog []byte, pcrs verify.PCRValues, evidence m
 }
 
 // BootSelectors are the selectors a boot state gives: tpm:secureboot,
-// tpm:firmware (when measured), tpm:kernel_cmdline_sha256 (when measured).
+// tpm:firmware (when measured), tpm:kernel_cmdline_sha256 (when exactly one
+// command line was measured).
 func BootSelectors(st *verify.BootState) []attestors.Selector {
 	sels := []attestors.Selector{{Type: Name, Value: "secureboot:" + strconv.FormatBool(st.SecureBoot)}}
 	if st.Firmware != "" {
 		sels = append(sels, attestors.Selector{Type: Name, Value: "firmware:" + st.Firmware})
 	}
-	if st.CmdlineMeasured {
-		sels = append(sels, attestors.Selector{Type: Name, Value: "kernel_cmdline_sha256:" + st.CmdlineSHA256()})
+	if sum, ok := st.CmdlineSHA256(); ok {
+		sels = append(sels, attestors.Selector{Type: Name, Value: "kernel_cmdline_sha256:" + sum})
 	}
 	return sels
 }
@@ -88,10 +89,11 @@ func summarize(st *verify.BootState, ev map[string]string) {
 	if st.Kernel != nil {
 		ev["kernel"] = st.Kernel.Path + " " + st.Bank + ":" + st.Kernel.Digest
 	}
-	if st.CmdlineMeasured {
-		ev["kernel_cmdline"] = st.KernelCmdline
+	if len(st.KernelCmdlines) > 0 {
+		ev["kernel_cmdline"] = strings.Join(st.KernelCmdlines, " | ")
 	}
 	ev["boot_apps"] = strconv.Itoa(len(st.BootApps))
+	ev["boot_files"] = strconv.Itoa(len(st.Files))
 	ev["dbx_hashes"] = strconv.Itoa(len(st.DBX))
 	if len(st.Notes) > 0 {
 		ev["boot_notes"] = strings.Join(st.Notes, "; ")

@@ -111,8 +111,11 @@ func printBootState(st *verify.BootState) {
 	if st.Initrd != nil {
 		line("initrd", st.Initrd.Path+" "+st.Bank+":"+st.Initrd.Digest)
 	}
-	if st.CmdlineMeasured {
-		line("kernel cmdline", fmt.Sprintf("%q", st.KernelCmdline))
+	for _, f := range st.Files {
+		line("file", st.Bank+":"+f.Digest+" (logged as "+f.Path+")")
+	}
+	for _, c := range st.KernelCmdlines {
+		line("kernel cmdline", fmt.Sprintf("%q", c))
 	}
 	for _, n := range st.Notes {
 		line("note", n)
@@ -182,7 +185,8 @@ func tpmPolicyLearn(ctx context.Context, args []string) error {
 	return nil
 }
 
-// learn builds the policy a boot state passes.
+// learn builds the policy a boot state passes: every boot application, file
+// and command line it measured.
 func learn(name, ref string, st *verify.BootState) verify.Policy {
 	sb := st.SecureBoot
 	p := verify.Policy{Name: name}
@@ -201,12 +205,11 @@ func learn(name, ref string, st *verify.BootState) verify.Policy {
 		r.Firmware = []string{st.Firmware}
 	}
 	r.BootApps = slices.Compact(slices.Sorted(slices.Values(st.BootApps)))
-	if st.Kernel != nil {
-		r.Kernels = []string{st.Kernel.Digest}
+	for _, f := range st.Files {
+		r.BootFiles = append(r.BootFiles, f.Digest)
 	}
-	if st.CmdlineMeasured {
-		r.Cmdlines = []string{st.KernelCmdline}
-	}
+	r.BootFiles = slices.Compact(slices.Sorted(slices.Values(r.BootFiles)))
+	r.Cmdlines = slices.Compact(slices.Sorted(slices.Values(st.KernelCmdlines)))
 	p.References = []verify.Reference{r}
 	return p
 }

@@ -298,7 +298,7 @@ func (d *demo) prepareBoot() error {
 	boot := simulator.BootConfig{
 		Firmware: "Plinth Demo Firmware 1.0", SecureBoot: true,
 		BootApps: [][]byte{[]byte("demo shim 15.8"), []byte("demo grub 2.12")},
-		Loader:   "grub", Kernel: []byte("demo kernel 6.1"), KernelPath: "/boot/vmlinuz-6.1", Cmdline: "root=/dev/vda1 ro quiet",
+		Loader:   "grub", Kernel: []byte("demo kernel 6.1"), Initrd: []byte("demo initrd 6.1"), KernelPath: "/boot/vmlinuz-6.1", Cmdline: "root=/dev/vda1 ro quiet",
 	}
 	d.eventLog = filepath.Join(d.dir, "binary_bios_measurements")
 	if err := os.WriteFile(d.eventLog, simulator.BuildBootLog(boot), 0o644); err != nil {
@@ -312,11 +312,11 @@ func (d *demo) prepareBoot() error {
   reference "kernel-6.1" {
     firmware        = [%q]
     boot_apps       = [%q, %q]
-    kernels         = [%q]
+    boot_files      = [%q, %q]
     kernel_cmdlines = ["/boot/vmlinuz-6.1 root=/dev/vda1 ro quiet"]
   }
 }
-`, demoPolicy, boot.Firmware, digest(boot.BootApps[0]), digest(boot.BootApps[1]), digest(boot.Kernel))
+`, demoPolicy, boot.Firmware, digest(boot.BootApps[0]), digest(boot.BootApps[1]), digest(boot.Kernel), digest(boot.Initrd))
 	return os.WriteFile(d.bootPolicy, []byte(policy), 0o644)
 }
 

@@ -2,6 +2,8 @@ package verify
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -48,32 +50,35 @@ type BootState struct {
 	// (EV_EFI_VARIABLE_AUTHORITY, PCR 7), in order.
 	Authorities []Authority `json:"authorities,omitempty"`
 	// BootApps are the Authenticode digests of the EFI applications the
-	// firmware and shim started (EV_EFI_BOOT_SERVICES_APPLICATION, PCR 4), in
-	// order: shim, the bootloader, and a kernel or UKI loaded through them.
+	// firmware and shim started (PCR 4), in order: shim, the bootloader, and
+	// a kernel or UKI loaded through them. Every PCR 4 measurement that is
+	// not a bound action or separator is one, whatever type the log gives it.
 	BootApps []string `json:"boot_apps,omitempty"`
 	// Loader is the bootloader recognised from its measurements: "grub"
-	// (PCR 8 and 9), "systemd-boot" (PCR 12) or "".
+	// (PCR 8 and 9), "systemd-boot" (PCR 12, or PCR 8 before v250), or "".
 	Loader string `json:"loader,omitempty"`
-	// GrubCommands are the commands GRUB ran (PCR 8), in order.
+	// GrubCommands are the strings GRUB measured (PCR 8), in order, without
+	// their labels (which are not measured).
 	GrubCommands []string `json:"grub_commands,omitempty"`
-	// Files are the files GRUB read (PCR 9): path and digest, in order.
+	// Files are the files GRUB read (PCR 9), in order: the digest of each,
+	// and the path the log gives it, which is not measured.
 	Files []File `json:"files,omitempty"`
-	// Kernel and Initrd are the kernel and initrd GRUB loaded (from PCR 9,
-	// named by its linux and initrd commands) or, under systemd-boot, the
-	// UKI (the last boot application). Caveat: under GRUB the file is found
-	// by the path the log labels it with, which the TPM does not measure;
-	// see grubFile for how that is kept from being abused. A policy that
-	// must hold against a rewritten boot configuration also pins
-	// kernel_cmdlines (measured) or PCR 9 itself.
+	// Kernel and Initrd are, for people, the kernel and initrd GRUB loaded
+	// (the PCR 9 file the log names by the path of its one linux or initrd
+	// command) or the UKI systemd-boot started (the last boot application).
+	// No policy reads them: a path label is the log's word, and so is
+	// which boot application was last. Policies check every file (boot_files)
+	// and every boot application (boot_apps) instead.
 	Kernel *File `json:"kernel,omitempty"`
 	Initrd *File `json:"initrd,omitempty"`
-	// KernelCmdline is the kernel command line as measured: GRUB's
-	// kernel_cmdline (which begins with the kernel path) or systemd-stub's
-	// (PCR 12). "" when not measured.
-	KernelCmdline string `json:"kernel_cmdline,omitempty"`
-	// CmdlineMeasured is true when a kernel command line was measured (it
-	// may be empty).
-	CmdlineMeasured bool `json:"cmdline_measured,omitempty"`
+	// KernelCmdlines are every kernel command line measured, in order:
+	// the arguments of each linux command GRUB ran (PCR 8: the kernel path
+	// and its arguments, as GRUB's kernel_cmdline repeats them), or
+	// systemd's (PCR 12, or PCR 8 before v250). More than one means a boot
+	// that loaded several kernels, or measurements added after boot; a
+	// policy requires all of them to be allowed. None when they cannot be
+	// known (a PCR 8 or 12 event whose data does not match its digest).
+	KernelCmdlines []string `json:"kernel_cmdlines,omitempty"`
 	// Notes say what was left out of the state and why (an informational
 	// event whose data does not match its digest).
 	Notes []string `json:"notes,omitempty"`
@@ -168,13 +173,17 @@ func VerifyEventLog(raw []byte, quoted PCRValues) (*EventLog, *BootState, error)
 // fact is read from a type or a label alone. Facts come from data that
 // hashes to the event's digest in every bank (the Secure Boot variables, the
 // separators, GRUB's strings, systemd's command line), from the replayed
-// digests themselves (boot applications, GRUB's files), or from their order
-// on one PCR (which replay fixes). Where the type is all there is to go on,
-// the reading errs on the side that fails a requirement: every PCR 4 event
-// that is not a bound action or separator counts as a boot application;
-// any event on PCR 8 that is not a bound string makes the GRUB facts
-// unknown; a PCR 7 event of a type that has no place there refuses the log.
-// Events on other PCRs, or PCRs not replayed, are ignored.
+// digests themselves (boot applications, GRUB's files), or from the order of
+// events on one PCR (which replay fixes). And since software running after
+// boot can extend PCRs 0-15 too, a fact that can take several values is
+// kept with all of them (boot applications, files, command lines) for a
+// policy to allow every one, and the firmware's facts count only before
+// their PCR's separator. Where the type is all there is to go on, the
+// reading errs on the side that fails a requirement: every PCR 4 event that
+// is not a bound action or separator counts as a boot application; any PCR
+// 8 or 12 event that is not a bound string makes the command lines unknown;
+// a PCR 7 event of a type that has no place there refuses the log. Events on
+// other PCRs, or PCRs not replayed, are ignored.
 func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, error) {
 	bank := tpm2.TPMAlgSHA1
 	if len(replayed[tpm2.TPMAlgSHA256]) > 0 {
@@ -191,10 +200,13 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 	for alg, pcrs := range replayed {
 		st.Replayed[BankName(alg)] = slices.Sorted(maps.Keys(pcrs))
 	}
-	r := stateReader{st: st, bank: bank}
+	r := stateReader{st: st, bank: bank, separated: map[int]bool{}}
 	for i := range l.Events {
 		e := &l.Events[i]
 		if e.Type == EvNoAction || !replayed.Has(bank, e.PCR) {
+			continue
+		}
+		if r.separator(e) {
 			continue
 		}
 		var err error
@@ -211,6 +223,9 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 			// GRUB measures a file's contents; the event data is its path,
 			// which nothing measured (Red Hat's GRUB writes "grub_linuxefi
 			// Kernel" instead).
+			if len(st.Files) == maxFiles {
+				return nil, fail("event log", "more than %d files measured on PCR 9", maxFiles)
+			}
 			st.Files = append(st.Files, File{Path: cString(e.Data), Digest: hex.EncodeToString(e.Digest(bank))})
 		case pcrSystemdCmd:
 			r.systemdCmdline(e, &r.pcr12)
@@ -223,15 +238,21 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 	return st, nil
 }
 
+// maxFiles bounds the files a state records (GRUB reads a handful).
+const maxFiles = 1024
+
+// maxNotes bounds the notes a state records.
+const maxNotes = 32
+
 // stateReader carries what BootState gathers across events.
 type stateReader struct {
 	st   *BootState
 	bank tpm2.TPMAlgID
 
+	separated   map[int]bool // PCRs whose separator has been measured
 	firmwares   []string
-	sbSeparator bool
 	grub        []string // bound GRUB strings, in order
-	grubUnbound []string // notes on PCR 8 events that are not
+	unbound     []string // PCR 8 and 12 events that are not bound strings
 	pcr8, pcr12 []string // bound systemd command lines (PCR 8 before v250, PCR 12)
 }
 
@@ -245,14 +266,41 @@ func bound(e *Event, m []byte, what string) (string, bool) {
 }
 
 func (r *stateReader) note(format string, args ...any) {
-	r.st.Notes = append(r.st.Notes, fmt.Sprintf(format, args...))
+	switch n := len(r.st.Notes); {
+	case n < maxNotes:
+		r.st.Notes = append(r.st.Notes, fmt.Sprintf(format, args...))
+	case n == maxNotes:
+		r.st.Notes = append(r.st.Notes, "(more notes left out)")
+	}
 }
 
-// firmware reads EV_S_CRTM_VERSION. Some firmware measures something other
-// than the version it logs (upstream go-tpm-tools refuses such logs); the
-// version is then unknown, which fails any firmware requirement.
+// separator reports whether e, on PCRs 0-7, is a separator: 4 bytes of
+// zeros (or ones, for an error) that are what was measured, whatever type
+// the log gives it.
+func (r *stateReader) separator(e *Event) bool {
+	if e.PCR > pcrSecureBoot || len(e.Data) != 4 {
+		return false
+	}
+	if v := binary.LittleEndian.Uint32(e.Data); v != 0 && v != 0xffffffff {
+		return false
+	}
+	if _, ok := bound(e, e.Data, "separator"); !ok {
+		return false
+	}
+	r.separated[e.PCR] = true
+	return true
+}
+
+// firmware reads EV_S_CRTM_VERSION before PCR 0's separator. Some firmware
+// measures something other than the version it logs (upstream go-tpm-tools
+// refuses such logs); the version is then unknown, which fails any
+// firmware requirement.
 func (r *stateReader) firmware(e *Event) {
 	if e.Type != EvSCRTMVersion {
+		return
+	}
+	if r.separated[pcrFirmware] {
+		r.note("event %d (%s) left out: measured after PCR 0's separator", e.Seq, e.Type)
 		return
 	}
 	if why, ok := bound(e, e.Data, "firmware version"); !ok {
@@ -262,10 +310,12 @@ func (r *stateReader) firmware(e *Event) {
 	r.firmwares = append(r.firmwares, firmwareString(e.Data))
 }
 
-// bootApp reads PCR 4: everything but a bound action or separator is a
-// boot application, whatever type the log gives it.
+// bootApp reads PCR 4: everything but a bound action is a boot application,
+// whatever type the log gives it. An action is a short printable string:
+// an image (whose Authenticode hash is a plain hash of a byte stream anyone
+// can compute) must not pass for one.
 func (r *stateReader) bootApp(e *Event) {
-	if e.Type == EvEFIAction || e.Type == EvSeparator {
+	if e.Type == EvEFIAction && len(e.Data) <= 256 && printable(string(e.Data)) {
 		if _, ok := bound(e, e.Data, "action"); ok {
 			return
 		}
@@ -284,13 +334,7 @@ func (r *stateReader) secureBoot(e *Event) error {
 	}
 	switch e.Type {
 	case EvSeparator:
-		if err := bindData(e, e.Data, "separator"); err != nil {
-			return err
-		}
-		if len(e.Data) != 4 {
-			return refuse("a separator of %d bytes", len(e.Data))
-		}
-		r.sbSeparator = true
+		return refuse("a separator that is not 4 bytes of zeros or ones measured as logged")
 	case EvEFIAction:
 		if err := bindData(e, e.Data, "action"); err != nil {
 			return err
@@ -299,7 +343,7 @@ func (r *stateReader) secureBoot(e *Event) error {
 		if err := bindData(e, e.Data, "Secure Boot variable"); err != nil {
 			return err
 		}
-		if r.sbSeparator {
+		if r.separated[pcrSecureBoot] {
 			return refuse("Secure Boot configuration measured after the separator")
 		}
 		return r.st.readSecureBootVariable(e)
@@ -334,46 +378,49 @@ var grubPrefixes = []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: "
 
 // grubString reads a PCR 8 event of any type: a GRUB string whose text (with
 // or without its NUL, as Red Hat's GRUB measures it) is what was measured,
-// or a systemd-boot command line; anything else makes GRUB's facts unknown.
+// or a systemd-boot command line; anything else makes the command lines
+// unknown.
 func (r *stateReader) grubString(e *Event) {
 	if isUTF16(e.Data) {
 		if _, ok := bound(e, e.Data, "kernel command line"); ok {
 			r.pcr8 = append(r.pcr8, utf16String(e.Data))
 			return
 		}
-		// Not noted as systemd's: rewritten data could hide a GRUB command
-		// this way, so it counts against GRUB's facts below.
+	} else {
+		s := cString(e.Data)
+		for _, p := range grubPrefixes {
+			text, ok := strings.CutPrefix(s, p)
+			if !ok {
+				continue
+			}
+			_, ok = bound(e, []byte(text), "GRUB string")
+			if !ok {
+				_, ok = bound(e, []byte(text+"\x00"), "GRUB string")
+			}
+			if ok {
+				r.grub = append(r.grub, text)
+				return
+			}
+		}
 	}
-	s := cString(e.Data)
-	for _, p := range grubPrefixes {
-		text, ok := strings.CutPrefix(s, p)
-		if !ok {
-			continue
-		}
-		_, ok = bound(e, []byte(text), "GRUB string")
-		if !ok {
-			_, ok = bound(e, []byte(text+"\x00"), "GRUB string")
-		}
-		if ok {
-			r.grub = append(r.grub, text)
-			return
-		}
-	}
-	r.grubUnbound = append(r.grubUnbound, fmt.Sprintf("event %d (%s)", e.Seq, e.Type))
+	r.unbound = append(r.unbound, fmt.Sprintf("event %d (%s, PCR 8)", e.Seq, e.Type))
 }
 
-// systemdCmdline reads a UTF-16LE command line systemd measured.
-// Some systemd versions log other measurements there (credentials, system
-// extensions) under a name, not their content: those are left out.
+// systemdCmdline reads a PCR 12 event: a UTF-16LE command line systemd
+// measured. Some systemd versions measure other things there (credentials,
+// system extensions) under a name, not their content; the log cannot tell
+// those from a command line whose data was rewritten, so they make the
+// command lines unknown.
 func (r *stateReader) systemdCmdline(e *Event, into *[]string) {
 	if _, ok := bound(e, e.Data, "kernel command line"); ok && isUTF16(e.Data) {
 		*into = append(*into, utf16String(e.Data))
 		return
 	}
-	r.note("PCR %d event %d (%s) left out: it is not a command line whose data matches its digest", e.PCR, e.Seq, e.Type)
+	r.unbound = append(r.unbound, fmt.Sprintf("event %d (%s, PCR %d)", e.Seq, e.Type, e.PCR))
 }
 
-// finish derives the loader, kernel and command line from what was read.
+// finish derives the firmware, loader, kernel and command lines from what
+// was read.
 func (r *stateReader) finish() {
 	st := r.st
 	switch fw := slices.Compact(slices.Sorted(slices.Values(r.firmwares))); {
@@ -382,61 +429,60 @@ func (r *stateReader) finish() {
 	case len(fw) > 1:
 		r.note("firmware version unknown: %d versions measured", len(fw))
 	}
-	if len(r.grubUnbound) > 0 {
-		r.note("PCR 8 holds %s, whose data does not match its digest: the kernel and command line the bootloader measured there are unknown", strings.Join(r.grubUnbound, ", "))
-	}
-	switch {
-	case len(r.grub) > 0:
+	var cmdlines []string
+	if len(r.grub) > 0 {
 		st.Loader = "grub"
 		st.GrubCommands = r.grub
-		if len(r.grubUnbound) == 0 {
-			r.grubKernel()
-		}
-	case len(r.pcr12) > 0 || len(r.pcr8) > 0:
-		st.Loader = "systemd-boot"
-		lines := r.pcr12
-		if len(lines) == 0 {
-			lines = r.pcr8
-		}
-		if len(lines) != 1 {
-			r.note("kernel command line unknown: %d command lines measured", len(lines))
-			return
-		}
-		st.KernelCmdline, st.CmdlineMeasured = lines[0], true
-		if len(st.BootApps) > 0 {
-			// The UKI is the last image started, which PCR 4's order fixes.
+		cmdlines = r.grubKernel()
+	}
+	if sd := append(slices.Clone(r.pcr8), r.pcr12...); len(sd) > 0 {
+		st.Loader = cmp.Or(st.Loader, "systemd-boot")
+		if st.Loader != "systemd-boot" {
+			st.Loader = ""
+			r.note("loader unknown: both GRUB's and systemd's measurements")
+		} else if len(st.BootApps) > 0 {
 			st.Kernel = &File{Path: "(UKI)", Digest: st.BootApps[len(st.BootApps)-1]}
 		}
+		cmdlines = append(cmdlines, sd...)
 	}
-}
-
-// grubKernel reads the kernel, initrd and command line of GRUB's last linux
-// command. The command line is the command's own measured text (its path and
-// arguments, as GRUB's kernel_cmdline repeats them), so no label decides it.
-func (r *stateReader) grubKernel() {
-	var linux, initrd []string
-	for _, s := range r.grub {
-		f := strings.Fields(s)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "linux", "linuxefi", "linux16":
-			linux = append(linux, s)
-		case "initrd", "initrdefi", "initrd16":
-			initrd = append(initrd, s)
-		}
-	}
-	if len(linux) == 0 {
+	if len(r.unbound) > 0 {
+		r.note("kernel command lines unknown: %s is not a string measured as logged", strings.Join(r.unbound, ", "))
+		st.Kernel, st.Initrd = nil, nil
 		return
 	}
-	last := linux[len(linux)-1]
-	_, args, _ := strings.Cut(last, " ")
-	r.st.KernelCmdline, r.st.CmdlineMeasured = strings.TrimLeft(args, " "), true
-	r.st.Kernel = r.st.grubFile("kernel", strings.Fields(last)[1], len(linux))
-	if len(initrd) > 0 {
-		r.st.Initrd = r.st.grubFile("initrd", strings.Fields(initrd[len(initrd)-1])[1], len(initrd))
+	st.KernelCmdlines = cmdlines
+}
+
+// grubKernel returns the command line of every linux command GRUB ran (its
+// path and arguments, as GRUB's kernel_cmdline repeats them) and names, for
+// people, the kernel and initrd of the last ones. A command negated with
+// "!" still runs.
+func (r *stateReader) grubKernel() []string {
+	var cmdlines, linux, initrd []string
+	for _, s := range r.grub {
+		cmd := strings.TrimLeft(strings.TrimPrefix(strings.TrimLeft(s, " "), "!"), " ")
+		word, args, _ := strings.Cut(cmd, " ")
+		args = strings.TrimLeft(args, " ")
+		switch word {
+		case "linux", "linuxefi", "linux16":
+			cmdlines = append(cmdlines, args)
+			linux = append(linux, args)
+		case "initrd", "initrdefi", "initrd16":
+			initrd = append(initrd, args)
+		}
 	}
+	if len(linux) > 0 {
+		r.st.Kernel = r.st.grubFile("kernel", firstWord(linux[len(linux)-1]), len(linux))
+	}
+	if len(initrd) > 0 {
+		r.st.Initrd = r.st.grubFile("initrd", firstWord(initrd[len(initrd)-1]), len(initrd))
+	}
+	return cmdlines
+}
+
+func firstWord(s string) string {
+	w, _, _ := strings.Cut(s, " ")
+	return w
 }
 
 // readSecureBootVariable records one EV_EFI_VARIABLE_DRIVER_CONFIG.
@@ -485,13 +531,9 @@ func isUTF16(b []byte) bool {
 	return len(b) >= 4 && b[0] != 0 && b[1] == 0 && b[3] == 0
 }
 
-// grubFile finds the PCR 9 file GRUB read for its one linux (or initrd)
-// command. The TPM measures a file's contents, not the path the log labels
-// it with, so the label is the log's word: the file is named only when GRUB
-// ran exactly one such command and exactly one file carries its path.
-// Otherwise a rewritten log could swap the labels of two files GRUB read (a
-// second linux command, say) and pass an allowed kernel's digest off as the
-// one that booted; the kernel is then left unknown, and noted.
+// grubFile names, for people, the PCR 9 file GRUB read for its one linux
+// (or initrd) command: only when GRUB ran exactly one such command and
+// exactly one file carries its path, since paths are not measured.
 func (st *BootState) grubFile(what, path string, commands int) *File {
 	if commands == 0 {
 		return nil
@@ -504,7 +546,7 @@ func (st *BootState) grubFile(what, path string, commands int) *File {
 		}
 	}
 	if commands != 1 || len(found) != 1 {
-		st.Notes = append(st.Notes, fmt.Sprintf("%s left out: GRUB ran %d %s command(s) and %d file(s) carry the path %q; PCR 9 paths are not measured, so the %s is ambiguous",
+		st.Notes = append(st.Notes, fmt.Sprintf("%s not named: GRUB ran %d %s command(s) and %d file(s) carry the path %q; PCR 9 paths are not measured, so the %s is ambiguous",
 			what, commands, what, len(found), path, what))
 		return nil
 	}

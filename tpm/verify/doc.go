@@ -111,19 +111,23 @@
 // the data hashes to the digest. So facts come from data checked against
 // its digest in every bank (go-attestation replays digests only), from
 // replayed digests, or from the order of events on one PCR, never from a
-// type or a label alone: every PCR 4 event but a bound action or separator
-// counts as a boot application, a PCR 7 event of a type with no place there
-// refuses the log, GRUB's strings are classified by their measured text.
+// type or a label alone: every PCR 4 event but a bound short action or a
+// separator counts as a boot application, a PCR 7 event of a type with no
+// place there refuses the log, GRUB's strings are classified by their
+// measured text, and a PCR 8 or 12 event that is not a bound string makes
+// the command lines unknown. And since a running OS can extend PCRs 0-15
+// too, facts that can take several values keep all of them (boot
+// applications, files, command lines) for a policy to allow every one, and
+// the firmware's facts count only before their PCR's separator.
 // What it reads: Secure Boot and the PK, KEK, db and dbx databases (PCR 7
 // variables, certificates named by the SHA-256 of their DER, read even when
 // Go's x509 refuses them), the authorities that verified boot applications,
-// the boot applications' digests (PCR 4), GRUB's commands, files, kernel,
-// initrd and command line (PCRs 8 and 9; upstream and Red Hat formats),
-// systemd-boot's command line (PCR 12, or PCR 8 before v250) and UKI, and the
-// firmware version (PCR 0). What cannot be read soundly (an informational
-// event whose data does not match its digest, a kernel whose file GRUB's log
-// does not name unambiguously) is left out with a note: no requirement is
-// met by an absent fact.
+// the boot applications' digests (PCR 4), GRUB's commands and the files it
+// read (PCRs 8 and 9; upstream and Red Hat formats), the kernel command
+// lines (GRUB's linux commands, systemd's PCR 12, or PCR 8 before v250) and
+// the firmware version (PCR 0). The kernel and initrd it names are for
+// people: their paths are not measured. What cannot be read soundly is left
+// out with a note: no requirement is met by an absent fact.
 //
 // A Policy is named requirements plus reference sets (one must match, so a
 // fleet can roll firmware or kernels). It passes only on proven facts: a

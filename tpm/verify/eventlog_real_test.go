@@ -100,8 +100,8 @@ func TestRealLogsReplay(t *testing.T) {
 					t.Errorf("field %d: got %v, want %v", i, got[i], exp[i])
 				}
 			}
-			if w.cmdline != "" && st.KernelCmdline != w.cmdline {
-				t.Errorf("cmdline %q, want %q", st.KernelCmdline, w.cmdline)
+			if c, _ := st.Cmdline(); w.cmdline != "" && c != w.cmdline {
+				t.Errorf("cmdline %q, want %q", st.KernelCmdlines, w.cmdline)
 			}
 			for bank, vals := range l.PCRs {
 				if len(st.PCRs[BankName(bank)]) != len(vals) && slices.Contains(log.Banks, bank) {

@@ -52,14 +52,31 @@ func goodBoot() simulator.BootConfig {
 	}
 }
 
-// measuredPCRs is what a TPM that measured raw would quote: every PCR it touches.
+// measuredPCRs is what a TPM that measured raw would quote: PCRs 0-15 in
+// the log's banks, those without events at their reset value.
 func measuredPCRs(t *testing.T, raw []byte) verify.PCRValues {
 	t.Helper()
 	l, err := verify.ParseEventLog(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l.PCRValues()
+	q := l.PCRValues()
+	for alg, vals := range q {
+		for p := range 16 {
+			if vals[p] == nil {
+				vals[p] = make([]byte, len(vals[firstKey(vals)]))
+			}
+		}
+		q[alg] = vals
+	}
+	return q
+}
+
+func firstKey(m map[int][]byte) int {
+	for k := range m {
+		return k
+	}
+	return 0
 }
 
 func TestBootStateOfASyntheticBoot(t *testing.T) {
@@ -84,7 +101,8 @@ func TestBootStateOfASyntheticBoot(t *testing.T) {
 		{"loader", st.Loader, "grub"},
 		{"kernel", *st.Kernel, verify.File{Path: "/boot/vmlinuz-6.1.0", Digest: dg(kernel)}},
 		{"initrd", *st.Initrd, verify.File{Path: "/initrd.img", Digest: dg(initrd)}},
-		{"cmdline", st.KernelCmdline, "/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"},
+		{"cmdlines", st.KernelCmdlines, []string{"/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"}},
+		{"files", st.Files[0].Digest + " " + st.Files[1].Digest, dg(kernel) + " " + dg(initrd)},
 	}
 	for _, c := range checks {
 		if !equalJSONish(c.got, c.want) {
@@ -109,7 +127,7 @@ func TestBootStateSystemdBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Loader != "systemd-boot" || st.Kernel == nil || st.Kernel.Digest != dg(kernel) || st.Kernel.Path != "(UKI)" || st.KernelCmdline != "root=/dev/sda1 ro quiet" {
+	if st.Loader != "systemd-boot" || st.Kernel == nil || st.Kernel.Digest != dg(kernel) || st.Kernel.Path != "(UKI)" || !slices.Equal(st.KernelCmdlines, []string{"root=/dev/sda1 ro quiet"}) {
 		t.Fatalf("state %+v, kernel %+v", st, st.Kernel)
 	}
 }
@@ -230,10 +248,10 @@ func testPolicy() verify.Policy {
 		DBXContains: []string{hex.EncodeToString(revokedHash[:])},
 	}, References: []verify.Reference{
 		{Name: "kernel-6.1", Requirements: verify.Requirements{
-			Firmware: []string{"Plinth Test Firmware 1.2"},
-			BootApps: []string{dg(shim), dg(grub)},
-			Kernels:  []string{dg(kernel)},
-			Cmdlines: []string{"/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"},
+			Firmware:  []string{"Plinth Test Firmware 1.2"},
+			BootApps:  []string{dg(shim), dg(grub)},
+			BootFiles: []string{dg(kernel), dg(initrd)},
+			Cmdlines:  []string{"/boot/vmlinuz-6.1.0 root=/dev/sda1 ro quiet"},
 		}},
 	}}
 }
@@ -283,26 +301,26 @@ func TestPolicyRules(t *testing.T) {
 		{name: "firmware not allowed", boot: func(c *simulator.BootConfig) { c.Firmware = "Plinth Test Firmware 0.9" }, drop: -1,
 			want: []string{"no reference set matches", `reference kernel-6.1: firmware "Plinth Test Firmware 0.9" is not allowed`}},
 		{name: "kernel not allowed", boot: func(c *simulator.BootConfig) { c.Kernel = []byte("vmlinuz 5.10") }, drop: -1,
-			want: []string{"no reference set matches", "reference kernel-6.1: kernel /boot/vmlinuz-6.1.0 (sha256 " + dg([]byte("vmlinuz 5.10")) + ") is not allowed"}},
+			want: []string{"no reference set matches", "reference kernel-6.1: file 1 read by the bootloader (sha256 " + dg([]byte("vmlinuz 5.10")) + `, logged as "/boot/vmlinuz-6.1.0") is not allowed`}},
 		{name: "command line not allowed", boot: func(c *simulator.BootConfig) { c.Cmdline = "root=/dev/sda1 ro init=/bin/sh" }, drop: -1,
 			want: []string{"no reference set matches", `reference kernel-6.1: kernel command line "/boot/vmlinuz-6.1.0 root=/dev/sda1 ro init=/bin/sh" is not allowed`}},
 		{name: "a second reference set admits the new kernel", boot: func(c *simulator.BootConfig) { c.Kernel = []byte("vmlinuz 6.6") },
 			policy: func(p *verify.Policy) {
 				r := p.References[0]
-				r.Name, r.Kernels = "kernel-6.6", []string{dg([]byte("vmlinuz 6.6"))}
+				r.Name, r.BootFiles = "kernel-6.6", []string{dg([]byte("vmlinuz 6.6")), dg(initrd)}
 				p.References = append(p.References, r)
 			}, drop: -1},
 		{name: "policy PCR missing from the quote", drop: 7,
 			want: []string{"secure_boot: PCR 7 (sha256) is not in the quote", "pk: PCR 7 (sha256) is not in the quote",
 				"kek: PCR 7 (sha256) is not in the quote", "db: PCR 7 (sha256) is not in the quote", "dbx_contains: PCR 7 (sha256) is not in the quote"}},
-		{name: "kernel PCR missing from the quote", drop: 9,
-			want: []string{"no reference set matches", "reference kernel-6.1: kernels: no kernel was identified (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: 0,1,2,3,4,5,6,7,8)"}},
+		{name: "files PCR missing from the quote", drop: 9,
+			want: []string{"no reference set matches", "reference kernel-6.1: boot_files: PCR 9 (sha256) is not in the quote"}},
 		{name: "exact PCR value", policy: func(p *verify.Policy) {
 			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 0, Value: strings.Repeat("00", 32)}}
 		}, drop: -1, want: []string{"PCR 0 (sha256) is "}},
 		{name: "exact PCR value not quoted", policy: func(p *verify.Policy) {
-			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 14, Value: strings.Repeat("00", 32)}}
-		}, drop: -1, want: []string{"pcrs: PCR 14 (sha256) is not in the quote"}},
+			p.PCRs = []verify.PCRValue{{Bank: "sha256", Index: 16, Value: strings.Repeat("00", 32)}}
+		}, drop: -1, want: []string{"pcrs: PCR 16 (sha256) is not in the quote"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,7 +353,7 @@ func TestPolicyValidate(t *testing.T) {
 		want string
 	}{
 		{verify.Policy{Name: "bad name!"}, `policy name "bad name!": use letters, digits, '.', '_' and '-' (it becomes the selector tpm:policy:bad name!)`},
-		{verify.Policy{Name: "p", Requirements: verify.Requirements{Kernels: []string{"ABCD"}}}, `policy p: kernels: "ABCD" is not a lowercase hex digest`},
+		{verify.Policy{Name: "p", Requirements: verify.Requirements{BootFiles: []string{"ABCD"}}}, `policy p: boot_files: "ABCD" is not a lowercase hex digest`},
 		{verify.Policy{Name: "p", Requirements: verify.Requirements{PCRs: []verify.PCRValue{{Bank: "md5", Index: 1, Value: "00"}}}}, `policy p: pcrs: unknown bank "md5" in md5:1:00`},
 		{verify.Policy{Name: "p", References: []verify.Reference{{Name: "a", Requirements: verify.Requirements{Firmware: []string{"v1"}}}, {Name: "a"}}}, `policy p: reference names must be set and distinct ("a")`},
 		{verify.Policy{Name: "p"}, `policy p requires nothing, so every boot would pass it; there is no accept-all policy`},
@@ -376,9 +394,9 @@ func TestGrubKernelLabelsAreNotTrusted(t *testing.T) {
 		if st.Kernel != nil {
 			t.Fatalf("kernel %+v identified by unmeasured labels", st.Kernel)
 		}
-		p := verify.Policy{Name: "k", Requirements: verify.Requirements{Kernels: []string{dg([]byte("good kernel"))}}}
-		if got := p.Evaluate(st); len(got) != 1 || !strings.HasPrefix(got[0], "kernels: no kernel was identified") {
-			t.Fatalf("kernels rule: %q", got)
+		p := verify.Policy{Name: "k", Requirements: verify.Requirements{BootFiles: []string{dg([]byte("good kernel"))}}}
+		if got := p.Evaluate(st); len(got) != 1 || !strings.HasPrefix(got[0], "file 2 read by the bootloader (sha256 "+dg([]byte("evil kernel"))) {
+			t.Fatalf("boot_files rule: %q", got)
 		}
 		if len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "GRUB ran 2 kernel command(s)") {
 			t.Fatalf("notes %q", st.Notes)
@@ -471,8 +489,91 @@ func TestRelabelledAndRetypedEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Kernel != nil || (st.CmdlineMeasured && st.KernelCmdline != "/vmlinuz init=/bin/sh") {
-			t.Errorf("kernel %+v, command line %q", st.Kernel, st.KernelCmdline)
+		if len(st.KernelCmdlines) > 0 && !slices.Contains(st.KernelCmdlines, "/vmlinuz init=/bin/sh") {
+			t.Errorf("kernel %+v, command lines %q", st.Kernel, st.KernelCmdlines)
 		}
 	}
+}
+
+// What a compromised OS can add after boot (it may extend PCRs 0-15), and
+// what GRUB really runs but a naive reader would miss: every measured value
+// must be allowed, and added ones never replace the boot's.
+func TestAddedAndHiddenMeasurements(t *testing.T) {
+	grubCmd := func(b *simulator.EventLogBuilder, s string) {
+		b.MeasureDigest(8, verify.EvIPL, []byte(s), []byte("grub_cmd: "+s+"\x00"))
+	}
+	good := "/vmlinuz root=/dev/sda1 ro"
+	policy := verify.Policy{Name: "p", Requirements: verify.Requirements{Cmdlines: []string{good}}}
+	state := func(raw []byte) *verify.BootState {
+		t.Helper()
+		_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	evil := `kernel command line "/vmlinuz-evil init=/bin/sh" is not allowed`
+
+	// "! linux X" still loads X.
+	b := simulator.NewEventLog()
+	grubCmd(b, "linux "+good)
+	grubCmd(b, "! linux /vmlinuz-evil init=/bin/sh")
+	if got := policy.Evaluate(state(b.Bytes())); !slices.Equal(got, []string{evil}) {
+		t.Errorf("negated linux: %q", got)
+	}
+
+	// The OS appends the allowed command line after booting an evil one.
+	b = simulator.NewEventLog()
+	grubCmd(b, "linux /vmlinuz-evil init=/bin/sh")
+	grubCmd(b, "linux "+good)
+	st := state(b.Bytes())
+	if got := policy.Evaluate(st); !slices.Equal(got, []string{evil}) {
+		t.Errorf("appended command line: %q", got)
+	}
+	if _, ok := st.CmdlineSHA256(); ok {
+		t.Error("a command-line selector for a boot with two command lines")
+	}
+
+	// systemd's command line beside GRUB's: the loader is unknown and both
+	// must be allowed.
+	b = simulator.NewEventLog()
+	grubCmd(b, "linux "+good)
+	b.Measure(12, verify.EvIPL, utf16z("/vmlinuz-evil init=/bin/sh"))
+	st = state(b.Bytes())
+	if got := policy.Evaluate(st); st.Loader != "" || !slices.Equal(got, []string{evil}) {
+		t.Errorf("GRUB and systemd: loader %q, %q", st.Loader, got)
+	}
+
+	// A PCR 12 event whose data is not what was measured hides what it was.
+	b = simulator.NewEventLog()
+	b.MeasureDigest(12, verify.EvIPL, utf16z("/vmlinuz-evil init=/bin/sh"), utf16z(good))
+	if got := policy.Evaluate(state(b.Bytes())); !slices.Equal(got, []string{"kernel_cmdlines: no kernel command line was measured (GRUB on PCR 8 or systemd on PCR 12)"}) {
+		t.Errorf("rewritten PCR 12: %q", got)
+	}
+
+	// An image passed off as an action on PCR 4 is still a boot application.
+	image := []byte("MZ\x90\x00\x03\x00 evil bootkit")
+	b = simulator.NewEventLog()
+	b.Measure(4, verify.EvEFIAction, image)
+	if st := state(b.Bytes()); !slices.Equal(st.BootApps, []string{dg(image)}) {
+		t.Errorf("image as an action: boot apps %q", st.BootApps)
+	}
+
+	// A firmware version measured after PCR 0's separator is the OS's.
+	b = simulator.NewEventLog()
+	b.Measure(0, verify.EvSCRTMVersion, utf16z("1.0"))
+	b.Measure(0, verify.EvSeparator, []byte{0, 0, 0, 0})
+	b.Measure(0, verify.EvSCRTMVersion, utf16z("2.0"))
+	if st := state(b.Bytes()); st.Firmware != "1.0" {
+		t.Errorf("firmware %q, want the one before the separator", st.Firmware)
+	}
+}
+
+// utf16z is s in UTF-16LE with a NUL, as UEFI and systemd write strings.
+func utf16z(s string) []byte {
+	var b []byte
+	for _, r := range s {
+		b = append(b, byte(r), 0)
+	}
+	return append(b, 0, 0)
 }

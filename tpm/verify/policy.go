@@ -43,10 +43,16 @@ type Requirements struct {
 	// be in place).
 	DBXContains []string
 	Firmware    []string // allowed firmware versions (EV_S_CRTM_VERSION)
-	BootApps    []string // allowed boot application digests; every one started must be listed
-	Kernels     []string // allowed kernel (or UKI) digests
-	Cmdlines    []string // allowed kernel command lines, exactly as measured
-	PCRs        []PCRValue
+	// BootApps are allowed boot application digests (PCR 4: shim, the
+	// bootloader, a UKI): every one started must be listed.
+	BootApps []string
+	// BootFiles are allowed digests of the files the bootloader read (GRUB,
+	// PCR 9: the kernel, the initrd, grub.cfg …): every one must be listed.
+	BootFiles []string
+	// Cmdlines are allowed kernel command lines, exactly as measured: every
+	// one measured must be listed.
+	Cmdlines []string
+	PCRs     []PCRValue
 }
 
 // CertRule restricts a Secure Boot database: with Allowed set, every
@@ -98,7 +104,7 @@ func (r *Requirements) validate() error {
 	hexes := map[string][]string{
 		"pk_allowed": r.PK.Allowed, "pk_forbidden": r.PK.Forbidden, "kek_allowed": r.KEK.Allowed,
 		"kek_forbidden": r.KEK.Forbidden, "db_allowed": r.DB.Allowed, "db_forbidden": r.DB.Forbidden,
-		"dbx_contains": r.DBXContains, "boot_apps": r.BootApps, "kernels": r.Kernels,
+		"dbx_contains": r.DBXContains, "boot_apps": r.BootApps, "boot_files": r.BootFiles,
 	}
 	for _, k := range slices.Sorted(maps.Keys(hexes)) {
 		for _, h := range hexes[k] {
@@ -157,8 +163,8 @@ func (r *Requirements) pcrs() []int {
 	if len(r.BootApps) > 0 {
 		out = append(out, pcrBootApps)
 	}
-	if len(r.Kernels) > 0 {
-		out = append(out, pcrBootApps, pcrGrubCmds, pcrGrubFiles, pcrSystemdCmd)
+	if len(r.BootFiles) > 0 {
+		out = append(out, pcrGrubFiles)
 	}
 	if len(r.Cmdlines) > 0 {
 		out = append(out, pcrGrubCmds, pcrSystemdCmd)
@@ -263,20 +269,24 @@ func (r *Requirements) check(s *BootState) []string {
 			}
 		}
 	}
-	if len(r.Kernels) > 0 {
-		switch {
-		case s.Kernel == nil:
-			add("kernels: no kernel was identified (GRUB on PCR 8/9 or a UKI under systemd-boot on PCR 4/12; quoted: %s)", pcrList(s))
-		case !slices.Contains(r.Kernels, s.Kernel.Digest):
-			add("kernel %s (%s %s) is not allowed", s.Kernel.Path, s.Bank, s.Kernel.Digest)
+	if len(r.BootFiles) > 0 && need(pcrGrubFiles, "boot_files") {
+		if len(s.Files) == 0 {
+			add("boot_files: no file was measured by the bootloader")
+		}
+		for i, f := range s.Files {
+			if !slices.Contains(r.BootFiles, f.Digest) {
+				add("file %d read by the bootloader (%s %s, logged as %q) is not allowed", i+1, s.Bank, f.Digest, f.Path)
+			}
 		}
 	}
-	if len(r.Cmdlines) > 0 {
-		switch {
-		case !s.CmdlineMeasured:
-			add("kernel_cmdlines: no kernel command line was measured (GRUB on PCR 8 or systemd-stub on PCR 12; quoted: %s)", pcrList(s))
-		case !slices.Contains(r.Cmdlines, s.KernelCmdline):
-			add("kernel command line %q is not allowed", s.KernelCmdline)
+	if len(r.Cmdlines) > 0 && need(pcrGrubCmds, "kernel_cmdlines") && need(pcrSystemdCmd, "kernel_cmdlines") {
+		if len(s.KernelCmdlines) == 0 {
+			add("kernel_cmdlines: no kernel command line was measured (GRUB on PCR 8 or systemd on PCR 12)")
+		}
+		for _, c := range s.KernelCmdlines {
+			if !slices.Contains(r.Cmdlines, c) {
+				add("kernel command line %q is not allowed", c)
+			}
 		}
 	}
 	for _, v := range r.PCRs {
@@ -316,9 +326,23 @@ func onOff(b bool) string {
 	return "off"
 }
 
-// CmdlineSHA256 is the hex SHA-256 of the measured kernel command line, as
-// the selector tpm:kernel_cmdline_sha256 carries it.
-func (s *BootState) CmdlineSHA256() string {
-	sum := sha256.Sum256([]byte(s.KernelCmdline))
-	return hex.EncodeToString(sum[:])
+// Cmdline returns the kernel command line when exactly one (however many
+// times) was measured.
+func (s *BootState) Cmdline() (string, bool) {
+	if c := slices.Compact(slices.Sorted(slices.Values(s.KernelCmdlines))); len(c) == 1 {
+		return c[0], true
+	}
+	return "", false
+}
+
+// CmdlineSHA256 is the hex SHA-256 of the one measured kernel command line,
+// as the selector tpm:kernel_cmdline_sha256 carries it; ok is false when
+// none or several were measured.
+func (s *BootState) CmdlineSHA256() (sum string, ok bool) {
+	c, ok := s.Cmdline()
+	if !ok {
+		return "", false
+	}
+	h := sha256.Sum256([]byte(c))
+	return hex.EncodeToString(h[:]), true
 }

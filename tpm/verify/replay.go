@@ -85,8 +85,8 @@ func (l *EventLog) fold(alg tpm2.TPMAlgID, pcr int) (vals [][]byte, seqs []int) 
 // bank other than SHA-256 that the log lacks is not replayed.) A quoted PCR the log
 // has no events for must be at its reset value if it is one of 0-9, which
 // firmware and bootloader log in full; PCRs 10 and up may be extended later
-// by the running system (IMA, systemd), so they are then not replayed, and
-// no fact is read from them. A bank the log carries but the quote does not
+// by the running system (IMA, systemd), so such a PCR, when not at its reset
+// value, is then not replayed, and no fact is read from it. A bank the log carries but the quote does not
 // cover (firmware logs banks the TPM has not allocated, GCE's SHA-384 for
 // one) is not replayed either; nor is one this package cannot hash.
 //
@@ -129,13 +129,13 @@ func (l *EventLog) Replay(quoted PCRValues) (Replayed, error) {
 		out[alg] = map[int]bool{}
 		for _, p := range pcrs {
 			vals, seqs := l.fold(alg, p)
-			if len(seqs) == 0 && p > lastLoggedPCR {
-				continue // not the firmware's: see above
-			}
 			got := vals[len(vals)-1]
 			if subtle.ConstantTimeCompare(got, quoted[alg][p]) == 1 {
 				out[alg][p] = true
 				continue
+			}
+			if len(seqs) == 0 && p > lastLoggedPCR {
+				continue // extended after boot, not logged: see above
 			}
 			return nil, fail(check, "%s", l.divergence(alg, p, quoted[alg][p], vals, seqs, quoted))
 		}
