@@ -423,11 +423,20 @@ func (r *stateReader) systemdCmdline(e *Event, into *[]string) {
 // was read.
 func (r *stateReader) finish() {
 	st := r.st
+	// Without its separator, a PCR's firmware measurements cannot be told
+	// from ones the OS added after boot.
 	switch fw := slices.Compact(slices.Sorted(slices.Values(r.firmwares))); {
+	case len(fw) > 0 && !r.separated[pcrFirmware]:
+		r.note("firmware version unknown: PCR 0 has no separator")
 	case len(fw) == 1:
 		st.Firmware = fw[0]
 	case len(fw) > 1:
 		r.note("firmware version unknown: %d versions measured", len(fw))
+	}
+	if len(st.Variables) > 0 && !r.separated[pcrSecureBoot] {
+		r.note("Secure Boot configuration unknown: PCR 7 has no separator")
+		st.Variables, st.SecureBoot = nil, false
+		st.PK, st.KEK, st.DB, st.DBHashes, st.DBX, st.DBXOther = nil, nil, nil, 0, nil, 0
 	}
 	var cmdlines []string
 	if len(r.grub) > 0 {

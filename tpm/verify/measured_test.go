@@ -577,3 +577,26 @@ func utf16z(s string) []byte {
 	}
 	return append(b, 0, 0)
 }
+
+// Without a separator, the OS could have added a Secure Boot variable or a
+// firmware version after boot: neither is read.
+func TestNoSeparatorNoFirmwareFacts(t *testing.T) {
+	b := simulator.NewEventLog()
+	b.Measure(0, verify.EvSCRTMVersion, utf16z("1.0"))
+	sb := []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c} // EFI_GLOBAL_VARIABLE
+	sb = binary.LittleEndian.AppendUint64(sb, 10)
+	sb = binary.LittleEndian.AppendUint64(sb, 1)
+	sb = append(append(sb, utf16z("SecureBoot")[:20]...), 1)
+	b.Measure(7, verify.EvEFIVariableDriverConfig, sb)
+	raw := b.Bytes()
+	_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := true
+	p := verify.Policy{Name: "p", Requirements: verify.Requirements{SecureBoot: &on, Firmware: []string{"1.0"}}}
+	want := []string{"SecureBoot: the variable was not measured", "firmware: no verifiable firmware version was measured"}
+	if got := p.Evaluate(st); !slices.Equal(got, want) || st.SecureBoot {
+		t.Fatalf("got %q (secure boot %v), want %q", got, st.SecureBoot, want)
+	}
+}
