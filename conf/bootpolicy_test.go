@@ -13,7 +13,7 @@ func TestBootPoliciesRoundTrip(t *testing.T) {
 	on := true
 	p := verify.Policy{Name: "prod", Requirements: verify.Requirements{SecureBoot: &on, DBXContains: []string{strings.Repeat("ab", 32)},
 		PCRs: []verify.PCRValue{{Bank: "sha256", Index: 0, Value: strings.Repeat("00", 32)}}},
-		References: []verify.Reference{{Name: "k1", Requirements: verify.Requirements{BootFiles: []string{strings.Repeat("cd", 32)}, Cmdlines: []string{`ro "quoted"`}}},
+		References: []verify.Reference{{Name: "k1", Requirements: verify.Requirements{BootApps: []string{strings.Repeat("ef", 32)}, BootFiles: []string{strings.Repeat("cd", 32)}, Cmdlines: []string{`ro "quoted"`}}},
 			{Name: "k2", Requirements: verify.Requirements{Firmware: []string{"v1"}}}}}
 	got, err := ParseBootPolicies("p.hcl", FormatBootPolicy(p))
 	if err != nil {
@@ -30,6 +30,7 @@ func TestBootPolicyErrors(t *testing.T) {
 		{``, "p.hcl:1: the file holds no policy"},
 		{`policy "a" { secure_boot = "yes" }`, `p.hcl:1: secure_boot: want true or false, got a string`},
 		{"policy \"a\" {\n boot_files = [\"XYZ\"]\n}", `p.hcl:1: policy a: boot_files: "XYZ" is not a lowercase hex digest`},
+		{"policy \"a\" {\n kernel_cmdlines = [\"ro\"]\n}", `p.hcl:1: policy a: kernel_cmdlines needs boot_apps beside it (in the policy or the reference): without a pinned boot path, the OS could measure an allowed command line after boot`},
 		{"policy \"a\" {\n secure_boot = true\n boot_file = []\n}", `p.hcl:3: unknown key "boot_file" in policy "a" (did you mean "boot_files"?)`},
 		{"policy \"a\" { secure_boot = true }\npolicy \"a\" { secure_boot = true }", `p.hcl:2: duplicate policy "a" (first on line 1)`},
 		{"policy \"a\" {\n pcrs = [\"sha256:x:00\", \"sha256:1:00\"]\n}", `p.hcl:2: pcrs: "sha256:x:00": want bank:index:hex, e.g. sha256:7:3d45…`},

@@ -2,8 +2,11 @@ package tpm_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,18 +54,23 @@ func bootRig(t *testing.T, policies string, required string, audit bool) (*rig, 
 	return r, raw
 }
 
-const bootPolicies = `
+// bootPolicies are the server's policies for bootRig's boot.
+var bootPolicies = fmt.Sprintf(`
 policy "secureboot" {
   secure_boot = true
 }
 policy "strict" {
   secure_boot = true
+  boot_apps = [%[1]q, %[2]q]
   kernel_cmdlines = ["/vmlinuz ro quiet"]
 }
 policy "debug" {
+  boot_apps = [%[1]q, %[2]q]
   kernel_cmdlines = ["/vmlinuz ro debug"]
 }
-`
+`, sha256hex("shim"), sha256hex("grub"))
+
+func sha256hex(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 
 func selectorSet(res *attestors.Result) map[string]bool {
 	out := map[string]bool{}

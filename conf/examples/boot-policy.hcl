@@ -13,6 +13,12 @@ policy "prod" {
     "e8e95f0733a55e8bad7be0a1413ee23c51fcea64b3c8fa6a786935fddcc71961",
   ]
 
+  # shim and GRUB (Authenticode digests, PCR 4): the boot path every node takes.
+  boot_apps = [
+    "6265b732b005b3f330bcd1843374e5ec6ec5aef27cdb97a23daeb8580abbf526",
+    "b0a836fec2faf4a9bea0e1a5f1945bc86ddc03ac98ce0ae172ed9b1e536d7595",
+  ]
+
   # The fleet as it boots today, and the kernel being rolled out.
   reference "kernel-5.11" {
     firmware        = ["GCE Virtual Firmware v1"]

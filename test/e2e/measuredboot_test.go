@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,14 +39,17 @@ func TestMeasuredBootEndToEnd(t *testing.T) {
 	policy := filepath.Join(dir, "boot.hcl")
 	strict := filepath.Join(dir, "strict.hcl")
 	os.WriteFile(logPath, raw, 0o644)
+	apps := fmt.Sprintf("[%q, %q]", sha256hex("shim"), sha256hex("grub"))
 	os.WriteFile(policy, []byte(`
 policy "prod" {
   secure_boot = true
+  boot_apps = `+apps+`
   kernel_cmdlines = ["/vmlinuz ro quiet"]
 }
 `), 0o644)
 	os.WriteFile(strict, []byte(`
 policy "no-quiet" {
+  boot_apps = `+apps+`
   kernel_cmdlines = ["/vmlinuz ro"]
 }
 `), 0o644)
@@ -154,6 +160,7 @@ func TestMeasuredBootRealLogs(t *testing.T) {
 	}{
 		{"ubuntu-2104-no-secure-boot", 0, `policy "gce" {
   secure_boot = false
+  boot_apps = ["6265b732b005b3f330bcd1843374e5ec6ec5aef27cdb97a23daeb8580abbf526", "b0a836fec2faf4a9bea0e1a5f1945bc86ddc03ac98ce0ae172ed9b1e536d7595"]
   reference "ubuntu-21.04" {
     firmware = ["GCE Virtual Firmware v1"]
     kernel_cmdlines = ["/boot/vmlinuz-5.11.0-1006-gcp root=PARTUUID=6443a6ae-e5e9-4df7-9a06-d1329e50f33c ro console=ttyS0 panic=-1"]
@@ -215,3 +222,5 @@ func TestMeasuredBootRealLogs(t *testing.T) {
 		})
 	}
 }
+
+func sha256hex(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }

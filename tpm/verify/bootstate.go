@@ -3,7 +3,6 @@ package verify
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -274,21 +273,22 @@ func (r *stateReader) note(format string, args ...any) {
 	}
 }
 
-// separator reports whether e, on PCRs 0-7, is a separator: 4 bytes of
-// zeros (or ones, for an error) that are what was measured, whatever type
-// the log gives it.
+// separator reports whether e, on PCRs 0-7, is a separator, by its replayed
+// digest (of 4 bytes of zeros, or of ones for an error), whatever data and
+// type the log gives it: a separator dressed up as something else must still
+// end its PCR's firmware facts. (An event that measured those 4 bytes for
+// another reason counts as a separator too, which only fails closed.)
 func (r *stateReader) separator(e *Event) bool {
-	if e.PCR > pcrSecureBoot || len(e.Data) != 4 {
+	if e.PCR > pcrSecureBoot {
 		return false
 	}
-	if v := binary.LittleEndian.Uint32(e.Data); v != 0 && v != 0xffffffff {
-		return false
+	for _, v := range [][]byte{{0, 0, 0, 0}, {0xff, 0xff, 0xff, 0xff}} {
+		if digestMatches(e, r.bank, v) {
+			r.separated[e.PCR] = true
+			return true
+		}
 	}
-	if _, ok := bound(e, e.Data, "separator"); !ok {
-		return false
-	}
-	r.separated[e.PCR] = true
-	return true
+	return false
 }
 
 // firmware reads EV_S_CRTM_VERSION before PCR 0's separator. Some firmware
@@ -334,7 +334,7 @@ func (r *stateReader) secureBoot(e *Event) error {
 	}
 	switch e.Type {
 	case EvSeparator:
-		return refuse("a separator that is not 4 bytes of zeros or ones measured as logged")
+		return refuse("a separator whose digest is not a separator's")
 	case EvEFIAction:
 		if err := bindData(e, e.Data, "action"); err != nil {
 			return err
@@ -455,7 +455,7 @@ func (r *stateReader) finish() {
 		cmdlines = append(cmdlines, sd...)
 	}
 	if len(r.unbound) > 0 {
-		r.note("kernel command lines unknown: %s is not a string measured as logged", strings.Join(r.unbound, ", "))
+		r.note("kernel command lines unknown: %s (a string not measured as logged, or a loader whose command line is not read)", strings.Join(r.unbound, ", "))
 		st.Kernel, st.Initrd = nil, nil
 		return
 	}
@@ -478,6 +478,12 @@ func (r *stateReader) grubKernel() []string {
 			linux = append(linux, args)
 		case "initrd", "initrdefi", "initrd16":
 			initrd = append(initrd, args)
+		case "chainloader", "multiboot", "multiboot2", "module", "module2", "kfreebsd", "knetbsd", "kopenbsd",
+			"legacy_kernel", "xnu_kernel", "xnu_kernel64", "appleloader", "ntldr", "freedos", "plan9",
+			"truecrypt", "pxechain", "xen_hypervisor", "xen_module", "rmmod":
+			// A kernel loaded (or measurement turned off) by a command whose
+			// command line is not read here.
+			r.unbound = append(r.unbound, fmt.Sprintf("GRUB command %q", word))
 		}
 	}
 	if len(linux) > 0 {

@@ -600,3 +600,59 @@ func TestNoSeparatorNoFirmwareFacts(t *testing.T) {
 		t.Fatalf("got %q (secure boot %v), want %q", got, st.SecureBoot, want)
 	}
 }
+
+// Third review: a separator disguised by the log still ends its PCR's
+// firmware facts; a kernel chainloaded with its own command line makes the
+// command lines unknown; the command-line selector needs PCRs 8 and 12.
+func TestThirdReviewAttacks(t *testing.T) {
+	sbVar := func(on byte) []byte {
+		v := []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}
+		v = binary.LittleEndian.AppendUint64(v, 10)
+		v = binary.LittleEndian.AppendUint64(v, 1)
+		return append(append(v, utf16z("SecureBoot")[:20]...), on)
+	}
+	// Measured: Secure Boot off, the separator, then (by the OS) Secure
+	// Boot on and another separator.
+	b := simulator.NewEventLog()
+	b.Measure(7, verify.EvEFIVariableDriverConfig, sbVar(0))
+	b.Measure(7, verify.EvSeparator, []byte{0, 0, 0, 0})
+	b.Measure(7, verify.EvEFIVariableDriverConfig, sbVar(1))
+	b.Measure(7, verify.EvSeparator, []byte{0, 0, 0, 0})
+	honest := b.Bytes()
+	l, _ := verify.ParseEventLog(honest)
+	l.Events[1].Type = verify.EvEFIAction // hides the real variable (its data still binds)
+	l.Events[2].Type, l.Events[2].Data = verify.EvEFIVariableAuthority, []byte("junk")
+	forged, _ := encodeEventLog(honest, l)
+	_, _, err := verify.VerifyEventLog(forged, measuredPCRs(t, honest))
+	if want := "verify: event log: event 3 (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7): Secure Boot configuration measured after the separator"; err == nil || err.Error() != want {
+		t.Errorf("disguised separator: %v", err)
+	}
+
+	grubCmd := func(b *simulator.EventLogBuilder, s string) {
+		b.MeasureDigest(8, verify.EvIPL, []byte(s), []byte("grub_cmd: "+s+"\x00"))
+	}
+	b = simulator.NewEventLog()
+	grubCmd(b, "chainloader /boot/vmlinuz init=/bin/sh")
+	grubCmd(b, "linux /vmlinuz ro") // by the OS, after boot
+	raw := b.Bytes()
+	_, st, err := verify.VerifyEventLog(raw, measuredPCRs(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.KernelCmdlines) != 0 {
+		t.Errorf("chainloaded kernel: command lines %q", st.KernelCmdlines)
+	}
+
+	b = simulator.NewEventLog()
+	grubCmd(b, "linux /vmlinuz ro")
+	raw = b.Bytes()
+	q := measuredPCRs(t, raw)
+	q[tpm2.TPMAlgSHA1][12], q[tpm2.TPMAlgSHA256][12] = bytes.Repeat([]byte{1}, 20), bytes.Repeat([]byte{1}, 32) // extended, not logged
+	_, st, err = verify.VerifyEventLog(raw, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.CmdlineSHA256(); ok || st.Proven(12) {
+		t.Error("a command-line selector while PCR 12 holds an unlogged measurement")
+	}
+}

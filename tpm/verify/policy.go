@@ -3,6 +3,7 @@ package verify
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -84,8 +85,14 @@ func (p *Policy) Validate() error {
 	if p.Requirements.empty() && len(p.References) == 0 {
 		return fmt.Errorf("policy %s requires nothing, so every boot would pass it; there is no accept-all policy", p.Name)
 	}
+	if err := p.Requirements.needsBootPath(nil); err != nil {
+		return fmt.Errorf("policy %s: %w", p.Name, err)
+	}
 	seen := map[string]bool{}
 	for _, r := range p.References {
+		if err := p.Requirements.needsBootPath(&r.Requirements); err != nil {
+			return fmt.Errorf("policy %s: reference %s: %w", p.Name, r.Name, err)
+		}
 		if r.Name == "" || seen[r.Name] {
 			return fmt.Errorf("policy %s: reference names must be set and distinct (%q)", p.Name, r.Name)
 		}
@@ -173,6 +180,28 @@ func (r *Requirements) pcrs() []int {
 		out = append(out, v.Index)
 	}
 	return out
+}
+
+// needsBootPath refuses kernel_cmdlines or boot_files without boot_apps in
+// the same policy (r) or reference (ref): they say what the bootloader
+// measured, and only a pinned boot path says that the bootloader that
+// measures them ran; otherwise the OS could measure allowed values later.
+func (r *Requirements) needsBootPath(ref *Requirements) error {
+	has := func(f func(q *Requirements) bool) bool { return f(r) || (ref != nil && f(ref)) }
+	if has(func(q *Requirements) bool { return len(q.BootApps) > 0 }) {
+		return nil
+	}
+	own := r
+	if ref != nil {
+		own = ref
+	}
+	switch {
+	case len(own.Cmdlines) > 0:
+		return errors.New("kernel_cmdlines needs boot_apps beside it (in the policy or the reference): without a pinned boot path, the OS could measure an allowed command line after boot")
+	case len(own.BootFiles) > 0:
+		return errors.New("boot_files needs boot_apps beside it (in the policy or the reference): without a pinned boot path, the OS could measure allowed files after boot")
+	}
+	return nil
 }
 
 // empty reports whether r checks nothing.
@@ -337,10 +366,14 @@ func (s *BootState) Cmdline() (string, bool) {
 
 // CmdlineSHA256 is the hex SHA-256 of the one measured kernel command line,
 // as the selector tpm:kernel_cmdline_sha256 carries it; ok is false when
-// none or several were measured.
+// none or several were measured, or PCR 8 or 12 is not proven. Caveat: on
+// its own it says what was measured, not that nothing else ran: a boot
+// path where nothing measures the command line (a kernel started by the
+// firmware) lets the OS measure one later. Entries that need it should
+// select on a policy that pins boot_apps too.
 func (s *BootState) CmdlineSHA256() (sum string, ok bool) {
 	c, ok := s.Cmdline()
-	if !ok {
+	if !ok || !s.Proven(pcrGrubCmds) || !s.Proven(pcrSystemdCmd) {
 		return "", false
 	}
 	h := sha256.Sum256([]byte(c))
