@@ -598,8 +598,3 @@ func printable(s string) bool {
 	}
 	return true
 }
-
-// PCRList is the PCRs a state proves in its bank, ascending.
-func (s *BootState) PCRList() []int {
-	return s.Replayed[s.Bank]
-}

@@ -330,17 +330,6 @@ func (r *Requirements) check(s *BootState) []string {
 	return out
 }
 
-func pcrList(s *BootState) string {
-	var b []string
-	for _, p := range s.PCRList() {
-		b = append(b, fmt.Sprint(p))
-	}
-	if len(b) == 0 {
-		return "none"
-	}
-	return strings.Join(b, ",")
-}
-
 func (c Cert) String() string {
 	if c.Subject != "" {
 		return c.SHA256 + " (" + c.Subject + ")"
