@@ -25,63 +25,22 @@ func TestMeasuredBootEndToEnd(t *testing.T) {
 	boot := simulator.BootConfig{Firmware: "Plinth Test Firmware 1.0", SecureBoot: true,
 		BootApps: [][]byte{[]byte("shim"), []byte("grub")}, Loader: "grub", Kernel: []byte("kernel 6.1"), KernelPath: "/vmlinuz", Cmdline: "ro quiet"}
 	raw := simulator.BuildBootLog(boot)
-	dev, err := n.tpm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := simulator.ExtendEventLog(t.Context(), dev, raw); err != nil {
-		t.Fatal(err)
-	}
-	dev.Close()
-
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, "binary_bios_measurements")
-	policy := filepath.Join(dir, "boot.hcl")
-	strict := filepath.Join(dir, "strict.hcl")
-	os.WriteFile(logPath, raw, 0o644)
 	apps := fmt.Sprintf("[%q, %q]", sha256hex("shim"), sha256hex("grub"))
-	os.WriteFile(policy, []byte(`
+	s, a, logPath := measuredBootNode(t, n, raw, `
 policy "prod" {
   secure_boot = true
   boot_apps = `+apps+`
   kernel_cmdlines = ["/vmlinuz ro quiet"]
 }
-`), 0o644)
+`, "prod", `reattestation_interval = "2s"`)
+	dir := t.TempDir()
+	strict := filepath.Join(dir, "strict.hcl")
 	os.WriteFile(strict, []byte(`
 policy "no-quiet" {
   boot_apps = `+apps+`
   kernel_cmdlines = ["/vmlinuz ro"]
 }
 `), 0o644)
-
-	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
-        plugin_data {
-            ek_ca_path = "`+n.caPEM+`"
-            measured_boot {
-                policy_file = "`+policy+`"
-                policy = "prod"
-                reattestation_interval = "2s"
-            }
-        }
-    }
-`)
-	s.StartReady(t)
-	s.MustCLI(t, "entry create", "-node", "-spiffeID", harness.NodeID, "-selector", "tpm:policy:prod")
-	s.CreateEntry(t, testID, selfSelectors(t)...)
-	a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "tpm" {
-        plugin_data {
-            swtpm_socket = "`+n.tpm.Socket+`"
-            event_log_path = "`+logPath+`"
-        }
-    }
-    KeyManager "tpm" {
-        plugin_data {
-            directory = "%[1]s/data"
-        }
-    }
-`)
-	a.StartReady(t, "")
-	a.WaitSVIDs(t, testID)
 
 	agentID := "spiffe://example.org/spire/agent/tpm/" + n.ekHash
 	shown := s.MustCLI(t, "agent show", "-spiffeID", agentID)
@@ -176,32 +135,50 @@ func TestMeasuredBootRealLogs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dev, err := n.tpm.Open()
-			if err != nil {
-				t.Fatal(err)
+			s, _, _ := measuredBootNode(t, n, raw, tc.policy, "gce", "")
+			shown := s.MustCLI(t, "agent show", "-spiffeID", "spiffe://example.org/spire/agent/tpm/"+n.ekHash)
+			if !strings.Contains(shown, tc.shown) || !strings.Contains(shown, "tpm:policy:gce") {
+				t.Fatalf("agent show lacks %s:\n%s", tc.shown, shown)
 			}
-			if err := simulator.ExtendEventLog(t.Context(), dev, raw); err != nil {
-				t.Fatal(err)
-			}
-			dev.Close()
-			dir := t.TempDir()
-			logPath, policy := filepath.Join(dir, "binary_bios_measurements"), filepath.Join(dir, "boot.hcl")
-			os.WriteFile(logPath, raw, 0o644)
-			os.WriteFile(policy, []byte(tc.policy), 0o644)
-			s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
+		})
+	}
+}
+
+func sha256hex(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+
+// measuredBootNode measures raw into n's swtpm, writes it where the agent
+// reads it, and starts a server with measured boot (policy file text,
+// required policy, extra measured_boot settings) whose node entry selects on
+// that policy, and the node's agent, until its workload has an SVID.
+func measuredBootNode(t *testing.T, n *swtpmNode, raw []byte, policies, required, extra string) (*harness.Server, *harness.Agent, string) {
+	t.Helper()
+	dev, err := n.tpm.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simulator.ExtendEventLog(t.Context(), dev, raw); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	dir := t.TempDir()
+	logPath, policy := filepath.Join(dir, "binary_bios_measurements"), filepath.Join(dir, "boot.hcl")
+	os.WriteFile(logPath, raw, 0o644)
+	os.WriteFile(policy, []byte(policies), 0o644)
+	s := harness.NewServerWithPlugins(t, bin.dir, "", `    NodeAttestor "tpm" {
         plugin_data {
             ek_ca_path = "`+n.caPEM+`"
             measured_boot {
                 policy_file = "`+policy+`"
-                policy = "gce"
+                policy = "`+required+`"
+                `+extra+`
             }
         }
     }
 `)
-			s.StartReady(t)
-			s.MustCLI(t, "entry create", "-node", "-spiffeID", harness.NodeID, "-selector", "tpm:policy:gce")
-			s.CreateEntry(t, testID, selfSelectors(t)...)
-			a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "tpm" {
+	s.StartReady(t)
+	s.MustCLI(t, "entry create", "-node", "-spiffeID", harness.NodeID, "-selector", "tpm:policy:"+required)
+	s.CreateEntry(t, testID, selfSelectors(t)...)
+	a := s.NewAgentWithPlugins(t, time.Second, `    NodeAttestor "tpm" {
         plugin_data {
             swtpm_socket = "`+n.tpm.Socket+`"
             event_log_path = "`+logPath+`"
@@ -213,14 +190,7 @@ func TestMeasuredBootRealLogs(t *testing.T) {
         }
     }
 `)
-			a.StartReady(t, "")
-			a.WaitSVIDs(t, testID)
-			shown := s.MustCLI(t, "agent show", "-spiffeID", "spiffe://example.org/spire/agent/tpm/"+n.ekHash)
-			if !strings.Contains(shown, tc.shown) || !strings.Contains(shown, "tpm:policy:gce") {
-				t.Fatalf("agent show lacks %s:\n%s", tc.shown, shown)
-			}
-		})
-	}
+	a.StartReady(t, "")
+	a.WaitSVIDs(t, testID)
+	return s, a, logPath
 }
-
-func sha256hex(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }

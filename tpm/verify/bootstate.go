@@ -227,7 +227,7 @@ func (l *EventLog) BootState(replayed Replayed, quoted PCRValues) (*BootState, e
 			}
 			st.Files = append(st.Files, File{Path: cString(e.Data), Digest: hex.EncodeToString(e.Digest(bank))})
 		case pcrSystemdCmd:
-			r.systemdCmdline(e, &r.pcr12)
+			r.systemdCmdline(e)
 		}
 		if err != nil {
 			return nil, err
@@ -411,9 +411,9 @@ func (r *stateReader) grubString(e *Event) {
 // system extensions) under a name, not their content; the log cannot tell
 // those from a command line whose data was rewritten, so they make the
 // command lines unknown.
-func (r *stateReader) systemdCmdline(e *Event, into *[]string) {
+func (r *stateReader) systemdCmdline(e *Event) {
 	if _, ok := bound(e, e.Data, "kernel command line"); ok && isUTF16(e.Data) {
-		*into = append(*into, utf16String(e.Data))
+		r.pcr12 = append(r.pcr12, utf16String(e.Data))
 		return
 	}
 	r.unbound = append(r.unbound, fmt.Sprintf("event %d (%s, PCR %d)", e.Seq, e.Type, e.PCR))
