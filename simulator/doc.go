@@ -44,4 +44,20 @@
 //
 // The simulator is a process-wide singleton: a second OpenInProcess fails
 // until the first is closed, so tests that use it must not run in parallel.
+//
+// # Measured boot
+//
+// Neither TPM has firmware, so nothing measures a boot into it. BuildBootLog
+// writes the crypto-agile event log of a UEFI boot (Secure Boot on or off,
+// PK/KEK/db/dbx, authorities, boot applications, GRUB or systemd-boot,
+// kernel, initrd, command line), and ExtendEventLog extends any log, a
+// synthetic one or a real machine's, into a freshly started TPM so that its
+// quotes replay against the log:
+//
+//	raw := simulator.BuildBootLog(simulator.BootConfig{SecureBoot: true, Loader: "grub", …})
+//	err := simulator.ExtendEventLog(ctx, dev, raw)
+//
+// A log recorded with StartupLocality 3 (H-CRTM platforms) needs a TPM
+// started at locality 3: StartSWTPMAt(ctx, state, dir, 3). The in-process
+// simulator cannot start there.
 package simulator
