@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -67,22 +68,13 @@ func tpmEventlogShow(_ context.Context, args []string) error {
 	fmt.Println("\nPCR values the log extends to (a quote must hold exactly these):")
 	for _, b := range bank {
 		a, _ := verify.ParseBank(b)
-		for _, p := range sortedKeys(vals[a]) {
+		for _, p := range slices.Sorted(maps.Keys(vals[a])) {
 			fmt.Printf("  %-7s %2d  %x\n", b, p, vals[a][p])
 		}
 	}
 	fmt.Println("\nBoot state the log claims (unverified here):")
 	printBootState(st)
 	return nil
-}
-
-func sortedKeys(m map[int][]byte) []int {
-	var out []int
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func printBootState(st *verify.BootState) {
@@ -283,7 +275,7 @@ func tpmPolicyTest(ctx context.Context, args []string) error {
 		case len(r.Failed) == 0:
 			fmt.Printf("  pass    %s\n", r.Agent)
 		default:
-			for _, p := range slices.Sorted(mapKeys(r.Failed)) {
+			for _, p := range slices.Sorted(maps.Keys(r.Failed)) {
 				fmt.Printf("  FAIL    %s policy %s:\n", r.Agent, p)
 				for _, why := range r.Failed[p] {
 					fmt.Printf("            %s\n", why)
@@ -292,16 +284,6 @@ func tpmPolicyTest(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // listAllAgents pages through ListAgents.
